@@ -13,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
@@ -68,12 +68,13 @@ async def upgrade(url: str, progress: Callable[[str], None] = print, *, target: 
 
 def _upgrade(conn: Connection, progress: Callable[[str], None], target: str) -> None:
     def on_version_apply(*, step: MigrationInfo, **_: Any) -> None:
-        doc = (step.up_revision.doc or "").strip() if step.up_revision else ""
+        revision = step.up_revision
+        doc = (revision.doc or "").strip() if isinstance(revision, Script) else ""
         progress(f"applied {step.up_revision_id}: {doc}".rstrip(": "))
 
     config = alembic_config()
     config.attributes["connection"] = conn
-    config.attributes["on_version_apply"] = [on_version_apply]
+    config.attributes["on_version_apply"] = on_version_apply
     command.upgrade(config, target)
 
 

@@ -8,7 +8,6 @@ its own engine from ``sqlalchemy.url``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -31,12 +30,11 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    callbacks: list[Any] = list(config.attributes.get("on_version_apply", ()))
     context.configure(
         connection=connection,
         target_metadata=metadata,
         transaction_per_migration=True,
-        on_version_apply=callbacks,
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()

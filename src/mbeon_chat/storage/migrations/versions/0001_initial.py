@@ -8,6 +8,7 @@ Create Date: 2026-01-01
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,13 +20,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Frozen copies of the conventions in schema.py: a migration must not change when schema.py does.
-MYSQL = {
+MYSQL: dict[str, Any] = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",
     "mysql_row_format": "DYNAMIC",
 }
 JID = 191
+PAYLOAD = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -71,7 +73,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(36), nullable=False),
         sa.Column("username", sa.String(JID), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.Column("payload", sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+        sa.Column("payload", PAYLOAD, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_offline_messages"),
         **MYSQL,
     )

@@ -1,0 +1,53 @@
+"""Small portable SQL helpers shared by the stores (dialect-specific upsert, clock)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["now_ms", "upsert"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def upsert(
+    conn: AsyncConnection,
+    table: Table,
+    values: Mapping[str, Any],
+    keys: Sequence[str],
+    update: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert ``values``, or on a conflict on ``keys`` update the existing row.
+
+    ``update`` maps columns to values or SQL expressions (``table.c.n + 1``); by default every non-key
+    column takes its value from ``values``. One statement on every backend, so it is atomic.
+    """
+    dialect = conn.dialect.name
+    if dialect == "mysql" or dialect == "mariadb":
+        my_stmt = mysql.insert(table).values(dict(values))
+        changes = (
+            dict(update)
+            if update is not None
+            else {name: my_stmt.inserted[name] for name in values if name not in keys}
+        )
+        await conn.execute(my_stmt.on_duplicate_key_update(changes))
+        return
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(dict(values))
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(dict(values))
+    else:  # pragma: no cover - only the three supported backends
+        raise NotImplementedError(f"upsert on {dialect}")
+    changes = (
+        dict(update)
+        if update is not None
+        else {name: stmt.excluded[name] for name in values if name not in keys}
+    )
+    await conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=changes))

@@ -1,0 +1,114 @@
+"""TCP client listeners: STARTTLS (RFC 6120 5) and direct TLS (XEP-0368). A thin adapter around the core."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from mbeon_chat.core.c2s import ClientConnection
+from mbeon_chat.core.context import ServerContext
+from mbeon_chat.stream.framing import TcpFraming
+from mbeon_chat.stream.negotiation import ServerStream, StreamPolicy
+
+_FRAMING = TcpFraming()
+_ids = itertools.count(1)
+_PREFIX = os.urandom(3).hex()
+
+
+def new_conn_id() -> str:
+    return f"{_PREFIX}-{next(_ids)}"
+
+
+class TcpClientProtocol(asyncio.Protocol):
+    """One TCP client connection; also the :class:`Wire` the connection driver writes to."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        policy: Callable[[], StreamPolicy],
+        tls_context: Callable[[], ssl.SSLContext | None],
+        direct_tls: bool,
+    ) -> None:
+        self.ctx = ctx
+        self._policy = policy
+        self._tls_context = tls_context
+        self._direct_tls = direct_tls
+        self.transport: asyncio.Transport | None = None
+        self.conn: ClientConnection | None = None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        remote = peer[0] if isinstance(peer, tuple) else str(peer)
+        machine = ServerStream(self._policy(), _FRAMING, tls_active=self._direct_tls)
+        self.conn = ClientConnection(self.ctx, self, machine, new_conn_id(), remote)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.feed(data)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.lost()
+
+    # --- Wire -------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    async def start_tls(self) -> None:
+        ctx = self._tls_context()
+        if ctx is None or self.transport is None:
+            raise RuntimeError("TLS is not configured")
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self.transport, self, ctx, server_side=True, ssl_handshake_timeout=30)
+        if new is None:
+            raise ConnectionError("TLS handshake failed")
+        self.transport = new
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def start_tcp_listener(
+    ctx: ServerContext,
+    host: str,
+    port: int,
+    policy: Callable[[], StreamPolicy],
+    tls_context: Callable[[], ssl.SSLContext | None],
+    direct_tls: bool,
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    def factory() -> Any:
+        return TcpClientProtocol(ctx, policy, tls_context, direct_tls)
+
+    ssl_ctx: ssl.SSLContext | None = None
+    if direct_tls:
+        ssl_ctx = tls_context()
+        if ssl_ctx is None:
+            raise RuntimeError("direct TLS needs a certificate")
+    return await loop.create_server(
+        factory, host, port, ssl=ssl_ctx, reuse_address=True, backlog=1024, ssl_handshake_timeout=30 if ssl_ctx else None
+    )

@@ -12,7 +12,7 @@ Reuse from any test folder: in its ``conftest.py``,
 Fixtures:
 - ``backend_url`` (function): URL of a migrated, empty database; parametrised over the backends, so each
   test using it runs once per backend (test ids ``[sqlite]``, ``[mariadb]``, ``[postgresql]``).
-- ``backend_name`` (function): ``"sqlite"``, ``"mariadb"`` or ``"postgresql"`` for the current ``backend_url``.
+- ``backend_name`` (function): ``"sqlite"``, ``"mariadb"`` or ``"postgresql"``, matching ``backend_url``.
 - ``empty_database_url`` (function, parametrised): a brand-new database with no tables (for migrations).
 - ``migrated_database`` / ``database_factory`` (session): the building blocks of the above.
 

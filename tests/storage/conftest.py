@@ -27,7 +27,7 @@ from mbeon_chat.stream.sasl import derive_scram_credentials  # noqa: E402
 
 
 @pytest.fixture
-async def storage(backend_url: str) -> AsyncIterator[Storage]:
+async def storage(backend_url: str) -> AsyncIterator[Storage]:  # noqa: F811
     opened = await open_storage(backend_url)
     yield opened
     await opened.close()

@@ -26,7 +26,9 @@ async def test_created_account_has_both_credentials(storage: Storage, credential
     assert record.sha256 == sha256
 
 
-async def test_creating_an_existing_account_raises_already_exists(storage: Storage, credentials: Creds) -> None:
+async def test_creating_an_existing_account_raises_already_exists(
+    storage: Storage, credentials: Creds
+) -> None:
     await storage.accounts.create("alice", *credentials("one"))
 
     with pytest.raises(AlreadyExists):
@@ -60,12 +62,16 @@ async def test_set_credentials_replaces_both(storage: Storage, credentials: Cred
     assert (record.sha1, record.sha256) == credentials("new")
 
 
-async def test_set_credentials_of_unknown_account_raises_not_found(storage: Storage, credentials: Creds) -> None:
+async def test_set_credentials_of_unknown_account_raises_not_found(
+    storage: Storage, credentials: Creds
+) -> None:
     with pytest.raises(NotFound):
         await storage.accounts.set_credentials("nobody", *credentials("x"))
 
 
-async def test_list_is_sorted_and_filters_by_case_sensitive_prefix(storage: Storage, credentials: Creds) -> None:
+async def test_list_is_sorted_and_filters_by_case_sensitive_prefix(
+    storage: Storage, credentials: Creds
+) -> None:
     for name in ["bob", "alice", "al_x", "alvin", "Alfred", "al%y", "zoë"]:
         await storage.accounts.create(name, *credentials("x"))
 

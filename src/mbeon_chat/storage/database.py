@@ -28,6 +28,8 @@ from sqlalchemy import URL, event, make_url, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from mbeon_chat.storage._compat import fix_aiomysql_bytes_escape
+
 __all__ = ["Database", "RetryKind", "TimingObserver", "classify_error"]
 
 T = TypeVar("T")
@@ -129,6 +131,8 @@ def _sqlite_on_begin(connection: Any) -> None:
 
 
 def _create_engine(url: URL, extra: Mapping[str, Any] | None) -> AsyncEngine:
+    if url.get_driver_name() == "aiomysql":
+        fix_aiomysql_bytes_escape()
     engine = create_async_engine(url, **{**_engine_options(url), **(extra or {})})
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)

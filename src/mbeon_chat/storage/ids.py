@@ -14,40 +14,49 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
-__all__ = ["id_timestamp_ms", "new_id"]
+__all__ = ["UUIDv7Generator", "id_timestamp_ms", "new_id"]
 
 _RAND_BITS = 74
-_RAND_MAX = (1 << _RAND_BITS) - 1
-
-_lock = threading.Lock()
-_last_ms = 0
-_last_rand = 0
+RAND_MAX = (1 << _RAND_BITS) - 1
 
 
 def _fresh_random() -> int:
     return int.from_bytes(os.urandom(10), "big") >> (80 - _RAND_BITS + 1)
 
 
-def _next_state(now_ms: int) -> tuple[int, int]:
-    global _last_ms, _last_rand
-    with _lock:
-        if now_ms > _last_ms:
-            _last_ms, _last_rand = now_ms, _fresh_random()
-        elif _last_rand < _RAND_MAX:
-            _last_rand += 1
-        else:  # counter exhausted within this millisecond: borrow the next one
-            _last_ms, _last_rand = _last_ms + 1, _fresh_random()
-        return _last_ms, _last_rand
+class UUIDv7Generator:
+    """Monotonic UUIDv7 source; thread-safe. ``clock_ns`` is injectable (tests freeze it)."""
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._last_rand = 0
+
+    def new_id(self) -> str:
+        now_ms = self.clock_ns() // 1_000_000
+        with self._lock:
+            if now_ms > self._last_ms:
+                self._last_ms, self._last_rand = now_ms, _fresh_random()
+            elif self._last_rand < RAND_MAX:
+                self._last_rand += 1
+            else:  # counter exhausted within this millisecond: borrow the next one
+                self._last_ms, self._last_rand = self._last_ms + 1, _fresh_random()
+            ms, rand = self._last_ms, self._last_rand
+        rand_a = rand >> 62  # 12 bits
+        rand_b = rand & ((1 << 62) - 1)  # 62 bits
+        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+        return str(uuid.UUID(int=value))
+
+
+default_generator = UUIDv7Generator()
 
 
 def new_id() -> str:
     """Return a new UUIDv7 string, greater than every id returned before in this process."""
-    ms, rand = _next_state(time.time_ns() // 1_000_000)
-    rand_a = rand >> 62  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)  # 62 bits
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    return default_generator.new_id()
 
 
 def id_timestamp_ms(value: str) -> int:

@@ -89,4 +89,3 @@ async def test_deleting_many_ids_at_once_works(storage: Storage) -> None:
     await storage.offline.delete("alice", message_ids + [ids.new_id() for _ in range(1200)])
 
     assert await storage.offline.count("alice") == 0
-

@@ -72,7 +72,8 @@ async def test_rosters_and_versions_are_per_user(storage: Storage) -> None:
         "carol@example.org",
         "dave@example.org",
     ]
-    assert await storage.roster.get_item("bob", "carol@example.org") == RosterItem("carol@example.org", name="C")
+    bobs_carol = await storage.roster.get_item("bob", "carol@example.org")
+    assert bobs_carol == RosterItem("carol@example.org", name="C")
     assert await storage.roster.delete_item("bob", "carol@example.org") == 2
     assert (await storage.roster.get_roster("alice"))[0] == 2
 

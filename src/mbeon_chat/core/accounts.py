@@ -27,7 +27,8 @@ class Accounts:
         record = await self.store.get(username)
         if record is None:
             return None
-        return record.sha1 if mechanism == "SCRAM-SHA-1" else record.sha256
+        creds: ScramCredentials | None = record.sha1 if mechanism == "SCRAM-SHA-1" else record.sha256
+        return creds
 
     async def exists(self, username: str) -> bool:
         known = self._exists.get(username)

@@ -92,12 +92,13 @@ class ServerStream:
     # --- the driver's side --------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[ev.Event]:
         """Feed bytes (for WebSocket: one message). Returns what happened, in order."""
-        self._events = events = []
+        events: list[ev.Event] = []
+        self._events = events
         if self.state in (State.CLOSED, State.TLS_PENDING):
             return events
         try:
             for item in self._parser.receive_data(data):
-                if self.state is State.CLOSED:
+                if self._closed():
                     break
                 if isinstance(item, ev.ElementParsed):
                     self._on_element(item.element, item.size)
@@ -108,6 +109,9 @@ class ServerStream:
         except StreamError as exc:
             self._fail(exc.condition, exc.text)
         return events
+
+    def _closed(self) -> bool:
+        return self.state is State.CLOSED
 
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)

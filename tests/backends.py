@@ -16,6 +16,9 @@ Fixtures:
 - ``empty_database_url`` (function, parametrised): a brand-new database with no tables (for migrations).
 - ``migrated_database`` / ``database_factory`` (session): the building blocks of the above.
 
+Marker ``@pytest.mark.only_backends("mariadb", "postgresql")``: the test's other backend variants are
+deselected (not skipped). Needs the two hooks below imported into a conftest, like the fixtures.
+
 Environment: ``MBEON_TEST_BACKENDS=sqlite,postgresql`` limits the backends; ``MBEON_TEST_MARIADB_URL`` /
 ``MBEON_TEST_POSTGRESQL_URL`` point at other servers (an admin URL of an existing database).
 """
@@ -50,6 +53,8 @@ __all__ = [
     "database_factory",
     "empty_database_url",
     "migrated_database",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
     "selected_backends",
 ]
 
@@ -158,6 +163,26 @@ class DatabaseFactory:
             else:
                 asyncio.run(_execute_admin(admin, f"DROP DATABASE IF EXISTS {name}"))
         self._created.clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "only_backends(*names): run this storage test on these backends only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the variants of ``only_backends`` tests whose backend is not listed."""
+    deselected = []
+    for item in items:
+        marker = item.get_closest_marker("only_backends")
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None:
+            continue
+        backend = callspec.params.get("migrated_database", callspec.params.get("empty_database_url"))
+        if backend is not None and backend not in marker.args:
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from tests.backends import (  # noqa: E402, F401  (fixtures are found by name in
     database_factory,
     empty_database_url,
     migrated_database,
+    pytest_collection_modifyitems,
+    pytest_configure,
 )
 
 from mbeon_chat.storage.api import ScramCredentials, Storage, open_storage  # noqa: E402

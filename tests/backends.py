@@ -84,7 +84,8 @@ def backend_params() -> list[Any]:
 
 
 def _unavailable(backend: str, url: URL, error: BaseException) -> NoReturn:
-    detail = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    lines = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     message = f"{DISPLAY_NAMES[backend]} at {url.host}:{url.port} unreachable: {detail}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: every backend must be up)", pytrace=False)

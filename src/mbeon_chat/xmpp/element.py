@@ -22,6 +22,8 @@ def escape_text(s: str) -> str:
         s = s.replace("<", "&lt;")
     if ">" in s:
         s = s.replace(">", "&gt;")
+    if "\r" in s:  # a raw CR would reach the recipient as LF (XML 1.0 2.11 end-of-line handling)
+        s = s.replace("\r", "&#13;")
     return s
 
 
@@ -29,8 +31,8 @@ def escape_attr(s: str) -> str:
     s = escape_text(s)
     if '"' in s:
         s = s.replace('"', "&quot;")
-    if "\n" in s or "\r" in s or "\t" in s:
-        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if "\n" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\t", "&#9;")
     return s
 
 
@@ -178,7 +180,12 @@ def _write(el: Element, out: list[str], default_ns: str, prefixes: dict[str, str
                         extra_prefixes = {}
                     p = prefixes.get(a_ns) or extra_prefixes.get(a_ns)
                     if p is None:
-                        p = "ns%d" % len(extra_prefixes)
+                        # a prefix not in scope yet, or it would rebind one an earlier attribute uses
+                        used = {*prefixes.values(), *extra_prefixes.values()}
+                        n = len(extra_prefixes)
+                        while f"ns{n}" in used:
+                            n += 1
+                        p = f"ns{n}"
                         extra_prefixes[a_ns] = p
                         out.append(" xmlns:" + p + '="' + escape_attr(a_ns) + '"')
                     key = p + ":" + a_local

@@ -59,8 +59,10 @@ class ListenersSection:
     starttls: tuple[str, ...] = live(("127.0.0.1:5222",))
     direct_tls: tuple[str, ...] = live(("127.0.0.1:5223",))
     http: tuple[str, ...] = live(("127.0.0.1:5280",))
-    http_tls: bool = live(False)
-    metrics: tuple[str, ...] = live(())  # empty: /metrics is served on the http listener
+    http_tls: bool = live(False)  # https/wss on the http listener, with the client certificate (tls.cert)
+    #: Own address(es) for /metrics (plus /healthz, /readyz); empty: /metrics on the http listener, answered
+    #: to loopback clients only.
+    metrics: tuple[str, ...] = live(())
     admin_socket: str = restart("")  # empty: <data_dir>/admin.sock
 
 
@@ -96,8 +98,28 @@ class StorageSection:
 class WebSocketSection:
     path: str = restart("/xmpp-websocket")
     allowed_origins: tuple[str, ...] = live(())  # empty: same-origin and non-browser clients only
-    ping_interval: float = live(30.0)
-    public_url: str = live("")
+    ping_interval: float = live(30.0)  # seconds between server pings; at most 50 (below proxy idle timeouts)
+    public_url: str = live("")  # empty: derived from the request's Host (XEP-0156, web client)
+    #: Count plain-http WebSocket sessions as TLS (PLAIN offered, wss:// announced): only when every request
+    #: reaches the http listener through a TLS-terminating reverse proxy.
+    trust_proxy_tls: bool = live(False)
+
+    def validate(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError("path: must start with '/'")
+        if not 1 <= self.ping_interval <= 50:
+            raise ValueError("ping_interval: must be between 1 and 50 seconds")
+        for i, origin in enumerate(self.allowed_origins):
+            if "://" not in origin or origin.endswith("/"):
+                raise ValueError(f"allowed_origins[{i}]: must look like https://host[:port]")
+
+
+@dataclass(frozen=True)
+class WebSection:
+    #: Serve the counsellor web client (converse.js, installed by scripts/setup-web.sh) at /chat/.
+    chat: bool = live(True)
+    #: Where converse.js's dist/ lies; empty: web/node_modules/converse.js/dist in the source tree.
+    converse_dir: str = live("")
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     storage: StorageSection = field(default_factory=StorageSection)
     websocket: WebSocketSection = field(default_factory=WebSocketSection)
+    web: WebSection = field(default_factory=WebSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
     #: Where the file was read from (relative paths are resolved against its parent's parent).
     base_dir: str = field(default=".", metadata={"live": True, "internal": True})

@@ -8,7 +8,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from mbeon_chat.xmpp.element import Element
 
-_KIND = {"{jabber:client}message": "message", "{jabber:client}presence": "presence", "{jabber:client}iq": "iq"}
+_KIND = {
+    "{jabber:client}message": "message",
+    "{jabber:client}presence": "presence",
+    "{jabber:client}iq": "iq",
+}
 
 
 class Metrics:
@@ -32,6 +36,16 @@ class Metrics:
             "mbeon_db_seconds", "Database transactions by name", ["txn", "result"], registry=r
         )
         self.plugin_reloads = Counter("mbeon_plugin_reloads", "Plugin reloads", ["result"], registry=r)
+        self.websocket_refusals = Counter(
+            "mbeon_websocket_refused", "WebSocket upgrades refused", ["reason"], registry=r
+        )
+        # Series that exist from the start, so a dashboard shows 0 instead of "no data".
+        for transport in ("tcp", "websocket"):
+            self.connections.labels(transport)
+        for result in ("success", "failure"):
+            self.auth_total.labels(result)
+        for result in ("ok", "error"):
+            self.plugin_reloads.labels(result)
         self._in = {k: self.stanzas_in.labels(v) for k, v in _KIND.items()}
         self._out = {k: self.stanzas_out.labels(v) for k, v in _KIND.items()}
         self._other_in = self.stanzas_in.labels("other")
@@ -67,6 +81,10 @@ class Metrics:
 
     def plugin_reload(self, ok: bool) -> None:
         self.plugin_reloads.labels("ok" if ok else "error").inc()
+
+    def websocket_refused(self, reason: str) -> None:
+        """``reason``: origin | subprotocol | not-websocket (a fixed set: never client-chosen text)."""
+        self.websocket_refusals.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

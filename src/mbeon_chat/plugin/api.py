@@ -48,6 +48,9 @@ class Registrations:
     on_save: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     on_unload: list[Callable[[], Any]] = field(default_factory=list)
     on_activate: list[Callable[[], Any]] = field(default_factory=list)
+    #: The object :meth:`PluginAPI.export` published (if ``exported``); made visible at the swap.
+    export: Any = None
+    exported: bool = False
 
 
 class PluginAPI:
@@ -57,11 +60,14 @@ class PluginAPI:
         ctx: ServerContext,
         options: Any,
         previous_state: dict[str, Any] | None = None,
+        staged_exports: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.ctx = ctx
         self.options = options
+        #: What the previous version's ``on_save`` callbacks returned (merged), or None on a first load.
         self.previous_state = previous_state
+        self._staged_exports = staged_exports if staged_exports is not None else {}
         self.log = structlog.get_logger(f"mbeon_chat.plugin.{name}").bind(plugin=name)
         self.reg = Registrations()
 
@@ -104,11 +110,21 @@ class PluginAPI:
         await self.ctx.router.route(stanza, None)
 
     def plugin(self, name: str) -> Any:
-        """The public object another (declared) plugin exported with :meth:`export`."""
+        """The public object another plugin exported with :meth:`export` (None if it is not loaded).
+
+        During a reload batch this is the staged new version of a dependency that is reloaded with this
+        plugin, so a dependent set up in the same batch binds to the new version.
+        """
+        staged = self._staged_exports
+        if name in staged:
+            return staged[name]
         return self.ctx.exports.get(name)
 
     def export(self, obj: Any) -> None:
-        self.ctx.exports[self.name] = obj
+        """Publish ``obj`` for other plugins (``api.plugin(name)``); it goes live with this version."""
+        self.reg.export = obj
+        self.reg.exported = True
+        self._staged_exports[self.name] = obj
 
     # --- registration ----------------------------------------------------------------------------
     def on(self, event: str, handler: Handler, priority: int = 0) -> None:
@@ -143,8 +159,23 @@ class PluginAPI:
         self.reg.tasks.append(factory)
 
     def on_save(self, snapshot: Callable[[], dict[str, Any]]) -> None:
-        """State to hand to the next version on reload: plain data with a ``version`` key."""
+        """State to hand to the next version on reload: plain data with a ``version`` key.
+
+        Called on the running version while the new one is staged; the new version reads it in
+        ``setup`` from :attr:`previous_state` (or :meth:`restore`). Plain data only: after a reload the
+        old classes are different classes.
+        """
         self.reg.on_save.append(snapshot)
+
+    def restore(self, version: int) -> dict[str, Any] | None:
+        """The previous version's saved state if it carries ``version``; otherwise None (logged)."""
+        state = self.previous_state
+        if state is None:
+            return None
+        if state.get("version") != version:
+            self.log.warning("plugin.state_discarded", saved_version=state.get("version"), wanted=version)
+            return None
+        return state
 
     def on_unload(self, callback: Callable[[], Any]) -> None:
         self.reg.on_unload.append(callback)

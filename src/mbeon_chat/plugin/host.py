@@ -1,20 +1,30 @@
 """Plugin host: discover, load in dependency order, stage, swap atomically, unload (Prosody-style modules).
 
-A reload fully succeeds or changes nothing: the new code is imported and its options validated, it is set
-up in staging (registrations recorded, nothing live), then all staged plugins are swapped in one
-synchronous step, and only then are the old versions' timers and tasks torn down.
+A load, reload or unload is one batch that fully succeeds or changes nothing:
+
+1. import every new module (a syntax or import error names ``file:line``) and check the dependencies;
+2. in dependency order, build each plugin's options (errors name the key path), take the running
+   version's saved state (``on_save``) and run ``setup(api)`` in staging: registrations are recorded on
+   the API object, nothing is live yet;
+3. swap: one synchronous step (no ``await``) removes the old versions' hooks, iq handlers, components
+   and exports and installs the new ones, then starts the new timers and tasks;
+4. tear the old versions down: cancel and await their timers and tasks, run their ``on_unload``.
+
+Any error in 1-2 leaves the running versions untouched and raises :class:`PluginError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import inspect
 import itertools
 import sys
+import time
 import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +43,10 @@ _generation = itertools.count(1)
 class PluginError(Exception):
     """A plugin could not be loaded; the message names the file and line or the config key path."""
 
+    def __init__(self, message: str, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
 
 @dataclass
 class LoadedPlugin:
@@ -41,8 +55,28 @@ class LoadedPlugin:
     module: ModuleType
     api: PluginAPI
     depends: tuple[str, ...]
-    mtime: float
-    running: list[asyncio.Task[Any]]
+    digest: str
+    running: list[asyncio.Task[Any]] = field(default_factory=list)
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class PluginRecord:
+    """What the host remembers about a plugin across versions (for status reports)."""
+
+    loads: int = 0
+    last_loaded: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+@dataclass
+class _Imported:
+    name: str
+    path: Path
+    module: ModuleType
+    depends: tuple[str, ...]
+    digest: str
 
 
 class PluginHost:
@@ -50,15 +84,19 @@ class PluginHost:
         self.ctx = ctx
         self.site_dirs = [Path(d) for d in site_dirs]
         self.loaded: dict[str, LoadedPlugin] = {}
+        self.records: dict[str, PluginRecord] = {}
         self.reload_count = 0
 
     # --- discovery ----------------------------------------------------------------------------------
     def find(self, name: str) -> Path:
+        if not name.isidentifier():
+            raise PluginError(f"{name!r} is not a plugin name (letters, digits and _ only)", name)
         for base in [*self.site_dirs, BUILTIN_DIR]:
             for candidate in (base / f"{name}.py", base / name / "__init__.py"):
                 if candidate.is_file():
                     return candidate
-        raise PluginError(f"plugin {name!r} not found in {', '.join(str(d) for d in [*self.site_dirs, BUILTIN_DIR])}")
+        dirs = ", ".join(str(d) for d in [*self.site_dirs, BUILTIN_DIR])
+        raise PluginError(f"plugin {name!r} not found in {dirs}", name)
 
     def available(self) -> list[str]:
         names = set()
@@ -71,41 +109,72 @@ class PluginHost:
                         names.add(p.name)
         return sorted(names)
 
+    def is_builtin(self, path: Path) -> bool:
+        return BUILTIN_DIR in path.parents
+
     def is_changed(self, name: str) -> bool:
+        """Whether the plugin's source on disk differs from the running version (or is gone)."""
         plugin = self.loaded[name]
-        return self._mtime(plugin.path) != plugin.mtime
+        try:
+            return _digest(self.find(name)) != plugin.digest
+        except (PluginError, OSError):
+            return True
+
+    def changed(self) -> list[str]:
+        return [n for n in self.loaded if self.is_changed(n)]
+
+    def dependents(self, name: str) -> list[str]:
+        return [n for n, p in self.loaded.items() if name in p.depends]
 
     # --- public operations ----------------------------------------------------------------------------
     async def load_all(self, names: Iterable[str]) -> None:
         await self.apply(list(names), [])
+
+    async def load(self, name: str) -> list[str]:
+        if name in self.loaded:
+            raise PluginError(f"plugin {name!r} is already loaded; use reload to replace it", name)
+        return await self.apply([name], [])
 
     async def reload(self, names: Iterable[str] | None = None, *, changed_only: bool = False) -> list[str]:
         """Reload the named plugins (default: all loaded), plus what depends on them. Returns the names."""
         targets = list(names) if names is not None else list(self.loaded)
         for n in targets:
             if n not in self.loaded:
-                raise PluginError(f"plugin {n!r} is not loaded")
+                raise PluginError(f"plugin {n!r} is not loaded; use load to start it", n)
         if changed_only:
-            targets = [n for n in targets if self._mtime(self.loaded[n].path) != self.loaded[n].mtime]
-        targets = self._with_dependents(targets)
-        await self.apply(targets, [])
-        return targets
+            targets = [n for n in targets if self.is_changed(n)]
+        return await self.apply(self.with_dependents(targets), [])
 
     async def unload(self, name: str) -> None:
         if name not in self.loaded:
-            raise PluginError(f"plugin {name!r} is not loaded")
-        dependents = [n for n, p in self.loaded.items() if name in p.depends]
-        if dependents:
-            raise PluginError(f"cannot unload {name!r}: {', '.join(dependents)} depend on it")
+            raise PluginError(f"plugin {name!r} is not loaded", name)
         await self.apply([], [name])
 
-    async def apply(self, load: list[str], unload: list[str]) -> None:
-        """Stage every plugin in ``load`` (new or reloaded), then swap them and drop ``unload`` at once."""
-        staged: list[LoadedPlugin] = []
-        wanted = set(self.loaded) - set(unload) | set(load)
-        for name in self._order(load, wanted):
-            staged.append(self._stage(name))
+    async def apply(
+        self,
+        load: list[str],
+        unload: list[str],
+        *,
+        config: Any = None,
+        on_swap: Callable[[], None] | None = None,
+    ) -> list[str]:
+        """Stage every plugin in ``load`` (new or reloaded), then swap them in and drop ``unload`` at once.
+
+        ``config`` is the configuration whose ``[plugins.<name>]`` options the new versions get (default:
+        the live one). ``on_swap`` runs synchronously right after the swap (the app swaps its config,
+        TLS context and stream policy there, so everything changes in the same step).
+        Returns the names set up, in dependency order.
+        """
+        load = list(dict.fromkeys(load))
+        for name in unload:
+            if name not in self.loaded:
+                raise PluginError(f"plugin {name!r} is not loaded", name)
+            if name in load:
+                raise PluginError(f"plugin {name!r} cannot be loaded and unloaded at once", name)
+        overlay: dict[str, Any] = {}
+        staged = self._stage(load, unload, config, overlay)
         old = [self.loaded[p.name] for p in staged if p.name in self.loaded] + [self.loaded[n] for n in unload]
+        replaced = {p.name for p in staged} & set(self.loaded)
         # --- the swap: synchronous, no await ---
         for name in unload:
             self._deactivate(self.loaded.pop(name))
@@ -113,132 +182,42 @@ class PluginHost:
             self.ctx.exports.pop(name, None)
         for plugin in staged:
             self._activate(plugin)
-        # --- tear down the old versions ---
+        overlay.clear()
+        if on_swap is not None:
+            on_swap()
+        # --- after the swap ---
+        for plugin in staged:
+            record = self.records.setdefault(plugin.name, PluginRecord())
+            record.loads += 1
+            record.last_loaded = plugin.loaded_at
+            record.last_error = record.last_error_at = None
+            for callback in plugin.api.reg.on_activate:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("plugin.activate_failed", plugin=plugin.name)
+        if replaced:
+            self.reload_count += 1
         for plugin in old:
             await self._teardown(plugin)
-        if staged and any(p.name in {o.name for o in old} for p in staged):
-            self.reload_count += 1
         for plugin in staged:
-            log.info("plugin.loaded", plugin=plugin.name, path=str(plugin.path))
+            event = "plugin.reloaded" if plugin.name in replaced else "plugin.loaded"
+            log.info(event, plugin=plugin.name, path=str(plugin.path))
         for name in unload:
             log.info("plugin.unloaded", plugin=name)
+        return [p.name for p in staged]
 
-    # --- staging -------------------------------------------------------------------------------------
-    def _stage(self, name: str) -> LoadedPlugin:
-        path = self.find(name)
-        module = self._import(name, path)
-        setup = getattr(module, "setup", None)
-        if not callable(setup):
-            raise PluginError(f"{path}: plugin {name!r} has no setup(api) function")
-        depends = tuple(getattr(module, "DEPENDS", ()))
-        options_cls = getattr(module, "Options", None)
-        raw = self._raw_options(name)
-        try:
-            options = build_options(options_cls, raw, f"plugins.{name}") if options_cls else None
-        except ConfigError as exc:
-            raise PluginError(str(exc)) from None
-        if options_cls is None and raw:
-            raise PluginError(f"plugins.{name}: this plugin takes no options")
-        previous = self.loaded.get(name)
-        snapshot: dict[str, Any] | None = None
-        if previous is not None:
-            snapshot = {}
-            for save in previous.api.reg.on_save:
-                snapshot.update(save())
-        api = PluginAPI(name, self.ctx, options, snapshot)
-        try:
-            result = setup(api)
-            if inspect.isawaitable(result):
-                raise PluginError(f"{path}: setup() must be synchronous; use api.add_task for async work")
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{_where(exc, path)}: setup() failed: {type(exc).__name__}: {exc}") from None
-        self._check_conflicts(name, api)
-        return LoadedPlugin(name, path, module, api, depends, self._mtime(path), [])
+    def check(self, names: Iterable[str], config: Any = None) -> list[str]:
+        """Import and set up ``names`` in staging without activating anything (``check-config``, on a host
+        that has nothing loaded)."""
+        staged = self._stage(list(dict.fromkeys(names)), [], config, {}, fresh=True)
+        for plugin in staged:
+            _forget_module(plugin.module)
+        return [p.name for p in staged]
 
-    def _import(self, name: str, path: Path) -> ModuleType:
-        modname = f"mbeon_chat._plugins.{name}_{next(_generation)}"
-        package = path.name == "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            modname, path, submodule_search_locations=[str(path.parent)] if package else None
-        )
-        if spec is None or spec.loader is None:
-            raise PluginError(f"{path}: cannot import")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = module
-        try:
-            spec.loader.exec_module(module)
-        except SyntaxError as exc:
-            sys.modules.pop(modname, None)
-            raise PluginError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
-        except Exception as exc:
-            sys.modules.pop(modname, None)
-            raise PluginError(f"{_where(exc, path)}: import failed: {type(exc).__name__}: {exc}") from None
-        return module
-
-    def _raw_options(self, name: str) -> dict[str, Any]:
-        options = getattr(self.ctx.config.plugins, "options", {})
-        value = options.get(name, {})
-        return dict(value) if isinstance(value, dict) else {}
-
-    def _check_conflicts(self, name: str, api: PluginAPI) -> None:
-        for other, reg in self.ctx.active.items():
-            if other == name:
-                continue
-            clash = set(reg.iqs) & set(api.reg.iqs)
-            if clash:
-                target, type_, tag = sorted(clash)[0]
-                raise PluginError(f"plugin {name!r}: iq {type_} {tag} is already handled by {other!r}")
-            domains = set(reg.components) & set(api.reg.components)
-            if domains:
-                raise PluginError(f"plugin {name!r}: component {sorted(domains)[0]} belongs to {other!r}")
-
-    def _order(self, names: list[str], wanted: set[str]) -> list[str]:
-        """Dependency order (dependencies first); missing or cyclic dependencies are errors."""
-        deps: dict[str, tuple[str, ...]] = {}
-        for n in names:
-            mod_deps = self._peek_depends(n)
-            for d in mod_deps:
-                if d not in wanted:
-                    raise PluginError(f"plugin {n!r} depends on {d!r}, which is not enabled")
-            deps[n] = mod_deps
-        ordered: list[str] = []
-        visiting: set[str] = set()
-
-        def visit(n: str) -> None:
-            if n in ordered:
-                return
-            if n in visiting:
-                raise PluginError(f"dependency cycle through {n!r}")
-            visiting.add(n)
-            for d in deps.get(n, ()):
-                if d in deps:
-                    visit(d)
-            visiting.discard(n)
-            ordered.append(n)
-
-        for n in names:
-            visit(n)
-        return ordered
-
-    def _peek_depends(self, name: str) -> tuple[str, ...]:
-        path = self.find(name)
-        try:
-            source = path.read_text()
-        except OSError as exc:
-            raise PluginError(f"{path}: {exc}") from None
-        for line in source.splitlines():
-            if line.startswith("DEPENDS"):
-                try:
-                    value = eval(line.split("=", 1)[1].split("#")[0].strip(), {"__builtins__": {}})  # literal only
-                except Exception:
-                    raise PluginError(f"{path}: DEPENDS must be a literal tuple of names") from None
-                return tuple(value)
-        return ()
-
-    def _with_dependents(self, names: list[str]) -> list[str]:
-        result = list(names)
+    def with_dependents(self, names: Iterable[str]) -> list[str]:
+        """``names`` plus every loaded plugin that (transitively) depends on one of them."""
+        result = list(dict.fromkeys(names))
         changed = True
         while changed:
             changed = False
@@ -247,6 +226,202 @@ class PluginHost:
                     result.append(n)
                     changed = True
         return result
+
+    # kept for callers of the first version
+    _with_dependents = with_dependents
+
+    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """One dict per plugin (loaded ones and, unless ``name`` is given, the ones found on disk)."""
+        names = [name] if name is not None else sorted(set(self.loaded) | set(self.available()) | set(self.records))
+        out = []
+        for n in names:
+            plugin = self.loaded.get(n)
+            record = self.records.get(n, PluginRecord())
+            entry: dict[str, Any] = {"name": n, "state": "loaded" if plugin else "not loaded"}
+            if plugin is not None:
+                reg = plugin.api.reg
+                entry.update(
+                    source="built-in" if self.is_builtin(plugin.path) else "site",
+                    path=str(plugin.path),
+                    depends=list(plugin.depends),
+                    dependents=self.dependents(n),
+                    loaded_at=plugin.loaded_at,
+                    version=record.loads,
+                    changed_on_disk=self.is_changed(n),
+                    hooks=len(reg.hooks),
+                    iq_handlers=len(reg.iqs),
+                    components=sorted(reg.components),
+                    timers=len(reg.timers),
+                    tasks=sum(1 for t in plugin.running if not t.done()),
+                )
+            else:
+                try:
+                    path = self.find(n)
+                    entry.update(source="built-in" if self.is_builtin(path) else "site", path=str(path))
+                except PluginError:
+                    entry.update(source="missing", path=None)
+            entry["last_error"] = record.last_error
+            out.append(entry)
+        return out
+
+    # --- staging -------------------------------------------------------------------------------------
+    def _stage(
+        self, load: list[str], unload: list[str], config: Any, overlay: dict[str, Any], fresh: bool = False
+    ) -> list[LoadedPlugin]:
+        """Import, check and set up ``load`` in dependency order; nothing becomes live. All or nothing."""
+        imported: dict[str, _Imported] = {}
+        try:
+            for name in load:
+                imported[name] = self._import_plugin(name)
+            self._check_dependencies(imported, unload)
+            staged = [self._setup(imported[n], overlay, config, fresh) for n in self._order(imported)]
+            self._check_conflicts(staged, unload)
+            return staged
+        except PluginError as exc:
+            for imp in imported.values():
+                _forget_module(imp.module)
+            if exc.plugin is not None and not fresh:
+                record = self.records.setdefault(exc.plugin, PluginRecord())
+                record.last_error, record.last_error_at = str(exc), time.time()
+            raise
+        except BaseException:
+            for imp in imported.values():
+                _forget_module(imp.module)
+            raise
+
+    def _import_plugin(self, name: str) -> _Imported:
+        path = self.find(name)
+        try:
+            digest = _digest(path)
+        except OSError as exc:
+            raise PluginError(f"{path}: {exc}", name) from None
+        module = self._import(name, path)
+        try:
+            if not callable(getattr(module, "setup", None)):
+                raise PluginError(f"{path}: plugin {name!r} has no setup(api) function", name)
+            depends = getattr(module, "DEPENDS", ())
+            if not isinstance(depends, tuple | list) or not all(isinstance(d, str) for d in depends):
+                raise PluginError(f"{path}: DEPENDS must be a tuple of plugin names", name)
+        except PluginError:
+            _forget_module(module)
+            raise
+        return _Imported(name, path, module, tuple(depends), digest)
+
+    def _import(self, name: str, path: Path) -> ModuleType:
+        modname = f"mbeon_chat._plugins.{name}_{next(_generation)}"
+        package = path.name == "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            modname, path, submodule_search_locations=[str(path.parent)] if package else None
+        )
+        if spec is None or spec.loader is None:
+            raise PluginError(f"{path}: cannot import", name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            _forget_module(module)
+            raise PluginError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}", name) from None
+        except Exception as exc:
+            _forget_module(module)
+            raise PluginError(f"{_where(exc, path)}: import failed: {type(exc).__name__}: {exc}", name) from None
+        return module
+
+    def _setup(self, imp: _Imported, overlay: dict[str, Any], config: Any, fresh: bool = False) -> LoadedPlugin:
+        name, path, module = imp.name, imp.path, imp.module
+        options_cls = getattr(module, "Options", None)
+        raw = self._raw_options(name, config)
+        try:
+            options = build_options(options_cls, raw, f"plugins.{name}") if options_cls else None
+        except ConfigError as exc:
+            raise PluginError(str(exc), name) from None
+        if options_cls is None and raw:
+            raise PluginError(f"plugins.{name}: this plugin takes no options", name)
+        previous = None if fresh else self.loaded.get(name)
+        snapshot: dict[str, Any] | None = None
+        if previous is not None and previous.api.reg.on_save:
+            snapshot = {}
+            for save in previous.api.reg.on_save:
+                try:
+                    snapshot.update(save())
+                except Exception as exc:
+                    where = _where(exc, previous.path)
+                    raise PluginError(f"{where}: saving state failed: {type(exc).__name__}: {exc}", name) from None
+        api = PluginAPI(name, self.ctx, options, snapshot, overlay)
+        try:
+            result = module.setup(api)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise PluginError(f"{path}: setup() must be synchronous; use api.add_task for async work", name)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{_where(exc, path)}: setup() failed: {type(exc).__name__}: {exc}", name) from None
+        return LoadedPlugin(name, path, module, api, imp.depends, imp.digest)
+
+    def _raw_options(self, name: str, config: Any = None) -> dict[str, Any]:
+        options = getattr((config or self.ctx.config).plugins, "options", {})
+        value = options.get(name, {})
+        return dict(value) if isinstance(value, dict) else {}
+
+    def _check_dependencies(self, imported: dict[str, _Imported], unload: list[str]) -> None:
+        final = (set(self.loaded) - set(unload)) | set(imported)
+        for name, imp in imported.items():
+            for dep in imp.depends:
+                if dep not in final:
+                    raise PluginError(f"{imp.path}: plugin {name!r} depends on {dep!r}, which is not loaded", name)
+        for name, plugin in self.loaded.items():
+            if name in unload or name in imported:
+                continue
+            for dep in plugin.depends:
+                if dep in unload:
+                    raise PluginError(f"cannot unload {dep!r}: {name!r} depends on it (unload {name!r} first)", dep)
+
+    def _check_conflicts(self, staged: list[LoadedPlugin], unload: list[str]) -> None:
+        replaced = {p.name for p in staged} | set(unload)
+        iq_owner: dict[tuple[str, str, str], str] = {}
+        domain_owner: dict[str, str] = {}
+        for other, reg in self.ctx.active.items():
+            if other not in replaced:
+                iq_owner.update(dict.fromkeys(reg.iqs, other))
+                domain_owner.update(dict.fromkeys(reg.components, other))
+        for plugin in staged:
+            reg = plugin.api.reg
+            for key in reg.iqs:
+                if key in iq_owner:
+                    _target, type_, tag = key
+                    raise PluginError(
+                        f"plugin {plugin.name!r}: iq {type_} {tag} is already handled by {iq_owner[key]!r}", plugin.name
+                    )
+                iq_owner[key] = plugin.name
+            for domain in reg.components:
+                if domain in domain_owner:
+                    raise PluginError(
+                        f"plugin {plugin.name!r}: component {domain} belongs to {domain_owner[domain]!r}", plugin.name
+                    )
+                domain_owner[domain] = plugin.name
+
+    def _order(self, imported: dict[str, _Imported]) -> list[str]:
+        """Dependency order within the batch (dependencies first); cycles are errors."""
+        ordered: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in ordered:
+                return
+            if n in visiting:
+                raise PluginError(f"dependency cycle through {n!r}", n)
+            visiting.add(n)
+            for d in imported[n].depends:
+                if d in imported:
+                    visit(d)
+            visiting.discard(n)
+            ordered.append(n)
+
+        for n in imported:
+            visit(n)
+        return ordered
 
     # --- swap ---------------------------------------------------------------------------------------
     def _activate(self, plugin: LoadedPlugin) -> None:
@@ -259,14 +434,16 @@ class PluginHost:
         ctx.router.iq_handlers.update(reg.iqs)
         ctx.router.components.update(reg.components)
         ctx.active[plugin.name] = reg
+        if reg.exported:
+            ctx.exports[plugin.name] = reg.export
+        else:
+            ctx.exports.pop(plugin.name, None)
         self.loaded[plugin.name] = plugin
         loop = asyncio.get_running_loop()
         for interval, callback in reg.timers:
             plugin.running.append(loop.create_task(_every(interval, callback, plugin.name)))
         for factory in reg.tasks:
             plugin.running.append(loop.create_task(_guarded(factory, plugin.name)))
-        for callback in reg.on_activate:
-            callback()
 
     def _deactivate(self, plugin: LoadedPlugin, keep_hooks: bool = False) -> None:
         ctx = self.ctx
@@ -292,13 +469,25 @@ class PluginHost:
                     await result
             except Exception:
                 log.exception("plugin.unload_failed", plugin=plugin.name)
+        _forget_module(plugin.module)
 
-    @staticmethod
-    def _mtime(path: Path) -> float:
-        base = path.parent if path.name == "__init__.py" else path
-        if base.is_dir():
-            return max((p.stat().st_mtime for p in base.rglob("*.py")), default=0.0)
-        return base.stat().st_mtime
+
+def _digest(path: Path) -> str:
+    """A hash of the plugin's source (every .py file of a package plugin)."""
+    h = hashlib.sha256()
+    if path.name == "__init__.py":
+        for p in sorted(path.parent.rglob("*.py")):
+            h.update(str(p.relative_to(path.parent)).encode())
+            h.update(p.read_bytes())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _forget_module(module: ModuleType) -> None:
+    name = module.__name__
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
 
 
 def _where(exc: BaseException, path: Path) -> str:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from functools import cache
-from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import LogCapture
 
-# Make `tests.backends` importable without a pytest `pythonpath` setting (the repository root).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.backends import (  # noqa: E402, F401  (fixtures are found by name in this namespace)
+from backends import (  # noqa: F401  (fixtures and hooks are found by name in this namespace)
     backend_name,
     backend_url,
     database_factory,
@@ -23,9 +19,8 @@ from tests.backends import (  # noqa: E402, F401  (fixtures are found by name in
     pytest_collection_modifyitems,
     pytest_configure,
 )
-
-from mbeon_chat.storage.api import ScramCredentials, Storage, open_storage  # noqa: E402
-from mbeon_chat.stream.sasl import derive_scram_credentials  # noqa: E402
+from mbeon_chat.storage.api import ScramCredentials, Storage, open_storage
+from mbeon_chat.stream.sasl import derive_scram_credentials
 
 
 @pytest.fixture
@@ -44,3 +39,19 @@ def _derive(password: str) -> tuple[ScramCredentials, ScramCredentials]:
 def credentials() -> Callable[[str], tuple[ScramCredentials, ScramCredentials]]:
     """``credentials(password) -> (sha1, sha256)``: SCRAM credentials, cheap to derive (16 iterations)."""
     return _derive
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event of the test, at every level, whatever logging another test configured."""
+    previous = structlog.get_config()
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**previous)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import MutableMapping
+from typing import Any
 
 import pymysql
 import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from structlog.testing import capture_logs
 
 from mbeon_chat.storage.database import Database, RetryKind, classify_error
 from mbeon_chat.storage.schema import roster_versions
@@ -71,7 +72,9 @@ async def _select_one(conn: AsyncConnection) -> int:
     return int(await conn.scalar(text("SELECT 1")) or 0)
 
 
-async def test_run_retries_a_deadlock_once_then_succeeds(backend_url: str) -> None:
+async def test_run_retries_a_deadlock_once_then_succeeds(
+    backend_url: str, log_events: list[MutableMapping[str, Any]]
+) -> None:
     timings: list[tuple[str, bool]] = []
     database = Database(backend_url, on_timing=lambda name, _s, ok: timings.append((name, ok)))
     calls: list[int] = []
@@ -83,20 +86,21 @@ async def test_run_retries_a_deadlock_once_then_succeeds(backend_url: str) -> No
             raise _mysql(1213)
         return await _select_one(conn)
 
-    with capture_logs() as logs:
-        assert await database.run("tests.flaky", flaky, "alice") == 1
+    assert await database.run("tests.flaky", flaky, "alice") == 1
     async with database.transaction("tests.check", readonly=True) as conn:
         stored = (await conn.execute(select(roster_versions))).all()
     await database.close()
 
     assert len(calls) == 2
     assert [(row.username, row.version) for row in stored] == [("alice", 2)]
-    retries = [entry for entry in logs if entry["event"] == "db.retry"]
+    retries = [entry for entry in log_events if entry["event"] == "db.retry"]
     assert [(e["txn"], e["attempt"], e["kind"]) for e in retries] == [("tests.flaky", 1, "conflict")]
     assert timings == [("tests.flaky", True), ("tests.check", True)]
 
 
-async def test_run_gives_up_after_max_attempts(backend_url: str) -> None:
+async def test_run_gives_up_after_max_attempts(
+    backend_url: str, log_events: list[MutableMapping[str, Any]]
+) -> None:
     timings: list[tuple[str, bool]] = []
     database = Database(backend_url, on_timing=lambda n, _s, ok: timings.append((n, ok)), base_delay=0.001)
     calls: list[int] = []
@@ -105,17 +109,19 @@ async def test_run_gives_up_after_max_attempts(backend_url: str) -> None:
         calls.append(1)
         raise _wrapped(sqlite3.OperationalError("database is locked"))
 
-    with capture_logs() as logs, pytest.raises(OperationalError):
+    with pytest.raises(OperationalError):
         await database.run("tests.locked", always_locked)
     await database.close()
 
     assert len(calls) == database.max_attempts == 5
-    failed = [entry for entry in logs if entry["event"] == "db.failed"]
+    failed = [entry for entry in log_events if entry["event"] == "db.failed"]
     assert [(e["txn"], e["attempts"]) for e in failed] == [("tests.locked", 5)]
     assert timings == [("tests.locked", False)]
 
 
-async def test_run_does_not_retry_other_errors(backend_url: str) -> None:
+async def test_run_does_not_retry_other_errors(
+    backend_url: str, log_events: list[MutableMapping[str, Any]]
+) -> None:
     database = Database(backend_url)
     calls: list[int] = []
 
@@ -123,12 +129,12 @@ async def test_run_does_not_retry_other_errors(backend_url: str) -> None:
         calls.append(1)
         raise ValueError("bug")
 
-    with capture_logs() as logs, pytest.raises(ValueError, match="bug"):
+    with pytest.raises(ValueError, match="bug"):
         await database.run("tests.broken", broken)
     await database.close()
 
     assert len(calls) == 1
-    assert [entry for entry in logs if entry["event"].startswith("db.")] == []
+    assert [entry for entry in log_events if entry["event"].startswith("db.")] == []
 
 
 async def test_transaction_commits_or_rolls_back_and_reports_timing(backend_url: str) -> None:

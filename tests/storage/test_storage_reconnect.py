@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
-from structlog.testing import capture_logs
 
 from mbeon_chat.storage.database import Database
 from mbeon_chat.storage.schema import roster_versions
@@ -30,7 +31,7 @@ async def _kill(url: str, backend: str, connection_id: int) -> None:
 
 
 async def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(
-    backend_url: str, backend_name: str
+    backend_url: str, backend_name: str, log_events: list[MutableMapping[str, Any]]
 ) -> None:
     database = Database(backend_url)
     seen: list[int] = []
@@ -42,15 +43,14 @@ async def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(
             await _kill(backend_url, backend_name, seen[0])
         return await _select_one(conn)  # fails on the killed connection
 
-    with capture_logs() as logs:
-        assert await database.run("tests.killed", work) == 1
+    assert await database.run("tests.killed", work) == 1
     async with database.transaction("tests.check", readonly=True) as conn:
         names = (await conn.scalars(select(roster_versions.c.username))).all()
     await database.close()
 
     assert len(seen) == 2 and seen[0] != seen[1]
     assert names == ["try2"]  # the first attempt died uncommitted
-    assert [e["kind"] for e in logs if e["event"] == "db.retry"] == ["connection"]
+    assert [e["kind"] for e in log_events if e["event"] == "db.retry"] == ["connection"]
 
 
 async def test_an_idle_pooled_connection_killed_by_the_server_is_replaced(
@@ -69,7 +69,7 @@ async def test_an_idle_pooled_connection_killed_by_the_server_is_replaced(
 
 
 async def test_a_deadlock_between_two_transactions_is_resolved_by_retry(
-    backend_url: str, backend_name: str
+    backend_url: str, backend_name: str, log_events: list[MutableMapping[str, Any]]
 ) -> None:
     database = Database(backend_url)
     async with database.transaction("tests.seed") as conn:
@@ -86,34 +86,34 @@ async def test_a_deadlock_between_two_transactions_is_resolved_by_retry(
                 locked[first].set()
                 await locked[second].wait()  # both hold one row and want the other's: deadlock
 
-    with capture_logs() as logs:
-        await asyncio.wait_for(
-            asyncio.gather(
-                database.run("tests.ab", bump_both, "a", "b"), database.run("tests.ba", bump_both, "b", "a")
-            ),
-            timeout=30,
-        )
+    await asyncio.wait_for(
+        asyncio.gather(
+            database.run("tests.ab", bump_both, "a", "b"), database.run("tests.ba", bump_both, "b", "a")
+        ),
+        timeout=30,
+    )
     async with database.transaction("tests.check", readonly=True) as conn:
         rows = dict((await conn.execute(select(roster_versions.c.username, roster_versions.c.version))).all())
     await database.close()
 
     assert rows == {"a": 2, "b": 2}
-    assert [e["kind"] for e in logs if e["event"] == "db.retry"] == ["conflict"]
+    assert [e["kind"] for e in log_events if e["event"] == "db.retry"] == ["conflict"]
 
 
-async def test_a_lost_node_fails_over_to_the_next_url(backend_url: str, backend_name: str) -> None:
+async def test_a_lost_node_fails_over_to_the_next_url(
+    backend_url: str, backend_name: str, log_events: list[MutableMapping[str, Any]]
+) -> None:
     dead = {
         "mariadb": "mysql+aiomysql://root@127.0.0.1:1/x",
         "postgresql": "postgresql+asyncpg://p@127.0.0.1:1/x",
     }
     database = Database([dead[backend_name], backend_url])
 
-    with capture_logs() as logs:
-        assert await database.run("tests.failover", _select_one) == 1
+    assert await database.run("tests.failover", _select_one) == 1
     await database.close()
 
     assert database.url.port != 1
-    assert [e["event"] for e in logs if e["event"].startswith("db.")] == ["db.failover", "db.retry"]
+    assert [e["event"] for e in log_events if e["event"].startswith("db.")] == ["db.failover", "db.retry"]
 
 
 async def _select_one(conn: AsyncConnection) -> int:

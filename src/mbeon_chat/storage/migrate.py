@@ -26,7 +26,9 @@ __all__ = [
     "check_current",
     "check_schema",
     "current_revision",
+    "current_revisions",
     "head_revision",
+    "head_revisions",
     "upgrade",
 ]
 
@@ -47,15 +49,20 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def head_revision() -> str:
-    """The newest revision among the bundled migration scripts."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - packaging error
+def head_revisions() -> tuple[str, ...]:
+    """The head of every branch of the bundled migration scripts (features may add branches), sorted."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if not heads:  # pragma: no cover - packaging error
         raise RuntimeError(f"no migration scripts found in {MIGRATIONS_DIR}")
-    return head
+    return tuple(sorted(heads))
 
 
-async def upgrade(url: str, progress: Callable[[str], None] = print, *, target: str = "head") -> None:
+def head_revision() -> str:
+    """The revision the code expects; with several branches, their heads sorted and joined by ","."""
+    return ",".join(head_revisions())
+
+
+async def upgrade(url: str, progress: Callable[[str], None] = print, *, target: str = "heads") -> None:
     """Bring the database at ``url`` to ``target``, calling ``progress`` once per applied revision."""
     database = Database(url)
     try:
@@ -78,13 +85,18 @@ def _upgrade(conn: Connection, progress: Callable[[str], None], target: str) -> 
     command.upgrade(config, target)
 
 
-async def current_revision(url: str) -> str | None:
-    """The revision the database at ``url`` is at, or ``None`` for a database never migrated."""
+async def current_revisions(url: str) -> tuple[str, ...]:
+    """The revisions (one per applied branch) the database at ``url`` is at; empty if never migrated."""
     database = Database(url)
     try:
-        return await _revision_of(database)
+        return await _revisions_of(database)
     finally:
         await database.close()
+
+
+async def current_revision(url: str) -> str | None:
+    """Like ``head_revision()`` but for the database at ``url``; ``None`` for a database never migrated."""
+    return ",".join(await current_revisions(url)) or None
 
 
 async def check_current(url: str) -> None:
@@ -98,28 +110,34 @@ async def check_current(url: str) -> None:
 
 async def check_schema(database: Database) -> None:
     """``check_current`` over an open ``Database`` (used by ``open_storage``)."""
-    current = await _revision_of(database)
-    head = head_revision()
-    if current == head:
+    current = await _revisions_of(database)
+    heads = head_revisions()
+    if set(current) == set(heads):
         return
     where = database.url.render_as_string(hide_password=True)
-    if current is None:
+    if not current:
         raise SchemaOutOfDate(
             f"the database {where} has no mbeon-chat schema yet: run `{MIGRATE_COMMAND}` to create it"
         )
-    try:
-        ScriptDirectory.from_config(alembic_config()).get_revision(current)
-    except CommandError:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    unknown = []
+    for revision in current:
+        try:
+            scripts.get_revision(revision)
+        except CommandError:
+            unknown.append(revision)
+    if unknown:
         raise SchemaOutOfDate(
-            f"the database {where} is at schema revision {current}, which this mbeon-chat does not know "
-            f"(written by a newer version?): upgrade mbeon-chat; `{MIGRATE_COMMAND}` cannot go back"
-        ) from None
+            f"the database {where} is at schema revision {','.join(unknown)}, which this mbeon-chat does "
+            f"not know (written by a newer version?): upgrade mbeon-chat; `{MIGRATE_COMMAND}` cannot go back"
+        )
     raise SchemaOutOfDate(
-        f"the database {where} is at schema revision {current}, this mbeon-chat needs {head}: "
-        f"run `{MIGRATE_COMMAND}`"
+        f"the database {where} is at schema revision {','.join(current)}, this mbeon-chat needs "
+        f"{','.join(heads)}: run `{MIGRATE_COMMAND}`"
     )
 
 
-async def _revision_of(database: Database) -> str | None:
+async def _revisions_of(database: Database) -> tuple[str, ...]:
     async with database.transaction("schema.revision", readonly=True) as conn:
-        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        heads = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    return tuple(sorted(heads))

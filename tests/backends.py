@@ -26,10 +26,13 @@ Environment: ``MBEON_TEST_BACKENDS=sqlite,postgresql`` limits the backends; ``MB
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
+import pkgutil
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,6 +41,7 @@ from sqlalchemy import URL, delete, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+import mbeon_chat.storage as storage_package
 from mbeon_chat.storage.database import Database
 from mbeon_chat.storage.migrate import upgrade
 from mbeon_chat.storage.schema import metadata
@@ -52,6 +56,7 @@ __all__ = [
     "clear_tables",
     "database_factory",
     "empty_database_url",
+    "import_schema_modules",
     "migrated_database",
     "pytest_collection_modifyitems",
     "pytest_configure",
@@ -110,8 +115,17 @@ async def _check_reachable(url: URL) -> None:
     await asyncio.wait_for(_execute_admin(url, "SELECT 1"), REACHABILITY_TIMEOUT_S)
 
 
+@cache
+def import_schema_modules() -> None:
+    """Import ``storage/schema*.py``: feature tables (``schema_<feature>.py``) join ``schema.metadata``."""
+    for module in pkgutil.iter_modules(storage_package.__path__):
+        if module.name.startswith("schema"):
+            importlib.import_module(f"{storage_package.__name__}.{module.name}")
+
+
 async def clear_tables(url: str) -> None:
     """Delete every row of every mbeon table (the schema and ``alembic_version`` stay)."""
+    import_schema_modules()
     database = Database(url)
     try:
         async with database.transaction("tests.clear_tables") as conn:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -16,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-import mbeon_chat.storage as storage_package
+from backends import import_schema_modules
 from mbeon_chat.storage import migrate
 from mbeon_chat.storage.api import SchemaOutOfDate, open_storage
 from mbeon_chat.storage.database import Database
@@ -81,10 +79,7 @@ async def test_a_schema_from_a_newer_version_asks_to_upgrade_the_server(empty_da
 
 
 def _compare(conn: Connection) -> list[object]:
-    # Feature tables live in storage/schema_<feature>.py on the same MetaData: import them all first.
-    for module in pkgutil.iter_modules(storage_package.__path__):
-        if module.name.startswith("schema"):
-            importlib.import_module(f"{storage_package.__name__}.{module.name}")
+    import_schema_modules()  # feature tables (schema_<feature>.py) join the same MetaData
     return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
 

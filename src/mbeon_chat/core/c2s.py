@@ -25,6 +25,7 @@ from mbeon_chat.xmpp.jid import JID
 from mbeon_chat.xmpp.stanza import Stanza
 
 log = structlog.get_logger("mbeon_chat.c2s")
+SERVICE_UNAVAILABLE = StanzaCondition.SERVICE_UNAVAILABLE
 _LOST = object()
 
 
@@ -120,8 +121,8 @@ class ClientConnection:
                     events = self.machine.receive_data(item)
                 done = await self._handle(events)
                 self._flush()
-                if done:
-                    reason = done
+                if done or self.machine.state is State.CLOSED:  # also when a handler closed the stream
+                    reason = done or "closed by the server"
                     break
         except asyncio.CancelledError:
             reason = "cancelled"
@@ -177,7 +178,8 @@ class ClientConnection:
         self.services.metrics.stanza_in(el)
         from_attr = el.attrs.get("from")
         if from_attr is not None and from_attr != str(session.jid) and from_attr != str(session.bare):
-            self.machine.close(StreamCondition.INVALID_FROM, "the 'from' address is not yours")
+            closed = self.machine.close(StreamCondition.INVALID_FROM, "the 'from' address is not yours")
+            await self._handle(closed)
             return
         try:
             stanza = Stanza.parse(el)
@@ -233,7 +235,9 @@ class ClientConnection:
 
     async def _on_preauth_iq(self, el: Element) -> None:
         handler = self.services.preauth_iq
-        if handler is None:
+        if handler is None:  # registration was switched off meanwhile: answer rather than leave it hanging
+            if el.get("type") in ("get", "set"):
+                self.machine.send_element(Stanza.unaddressed(el).error_reply(StanzaError(SERVICE_UNAVAILABLE)).el)
             return
         reply = await handler(el, self)
         if reply is not None:

@@ -88,8 +88,9 @@ class Register:
         self.api = api
         self.options = options
         self.limit = RateLimit(options.registrations_per_address, options.registration_window)
-        if api.previous_state and api.previous_state.get("version") == 1:
-            self.limit._seen = {k: deque(v) for k, v in api.previous_state.get("seen", {}).items()}
+        state = api.restore(1)
+        if state is not None:
+            self.limit._seen = {k: deque(v) for k, v in state.get("seen", {}).items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {"version": 1, "seen": {k: list(v) for k, v in self.limit._seen.items() if v}}

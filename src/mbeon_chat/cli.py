@@ -1,4 +1,4 @@
-"""``mbeon-chat``: serve | check-config | migrate | user add/remove/passwd/list | reload."""
+"""``mbeon-chat``: serve | check-config | migrate | user add/remove/passwd/list | reload | plugins | status."""
 
 from __future__ import annotations
 
@@ -77,8 +77,7 @@ async def _check_plugins(config: Config) -> None:
     hooks = HookBus()
     ctx = ServerContext(config.server.domain, config, Router(config.server.domain, registry, hooks), registry, hooks)
     host = PluginHost(ctx, [config.path(d) for d in config.plugins.site_dirs])
-    for name in host._order(list(config.plugins.enabled), set(config.plugins.enabled)):
-        host._stage(name)
+    host.check(config.plugins.enabled)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -187,6 +186,21 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return send_admin_command(config, command)
 
 
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from mbeon_chat.admin import send_admin_command
+
+    config = _load(args)
+    if args.action == "list":
+        return send_admin_command(config, {"op": "plugins"})
+    return send_admin_command(config, {"op": args.action, "plugin": args.name})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mbeon_chat.admin import send_admin_command
+
+    return send_admin_command(_load(args), {"op": "status"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mbeon-chat", description="XMPP server for online counselling")
     parser.add_argument("-c", "--config", help=f"config file (default: $MBEON_CONFIG or {DEFAULT_CONFIG})")
@@ -203,9 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user_sub.add_parser("remove").add_argument("name")
     user_sub.add_parser("list")
-    reload = sub.add_parser("reload", help="reload config and plugins in the running server")
-    reload.add_argument("--plugin", help="reload only this plugin (and what depends on it)")
+    reload = sub.add_parser(
+        "reload", help="reload the config file and changed plugins in the running server (like SIGHUP)"
+    )
+    reload.add_argument("--plugin", metavar="NAME", help="reload only this plugin (and what depends on it)")
     reload.set_defaults(fn=cmd_reload)
+    plugins = sub.add_parser("plugins", help="list, load or unload plugins in the running server")
+    plugins.set_defaults(fn=cmd_plugins)
+    plugins_sub = plugins.add_subparsers(dest="action", required=True)
+    plugins_sub.add_parser("list", help="every plugin found, loaded or not")
+    plugins_sub.add_parser("load", help="load a plugin now (until restart or a config change)").add_argument("name")
+    plugins_sub.add_parser("unload", help="unload a plugin now (refused while others depend on it)").add_argument(
+        "name"
+    )
+    sub.add_parser("status", help="show the running server's status").set_defaults(fn=cmd_status)
     return parser
 
 

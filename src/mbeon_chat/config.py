@@ -29,6 +29,9 @@ def restart(default: Any, **kw: Any) -> Any:
     return field(default=default, metadata={"live": False, **kw})
 
 
+_LISTENER = "listener opened/closed; sessions stay connected"
+
+
 def live_factory(factory: Any) -> Any:
     return field(default_factory=factory, metadata={"live": True})
 
@@ -36,29 +39,30 @@ def live_factory(factory: Any) -> Any:
 @dataclass(frozen=True)
 class ServerSection:
     domain: str = restart("localhost")
-    admins: tuple[str, ...] = live(())
-    name: str = live("mbeon-chat")
+    admins: tuple[str, ...] = live((), note="immediately")
+    name: str = live("mbeon-chat", note="immediately")
     data_dir: str = restart("var")
 
 
 @dataclass(frozen=True)
 class LogSection:
-    level: str = live("info")
-    format: str = live("json")  # json | console
+    level: str = live("info", note="immediately")
+    format: str = live("json", note="immediately")  # json | console
 
 
 @dataclass(frozen=True)
 class TlsSection:
-    cert: str = live("")  # empty: a self-signed certificate is generated under data_dir
-    key: str = live("")
-    require_starttls: bool = live(True)
+    #: empty: a self-signed certificate is generated under data_dir
+    cert: str = live("", note="new connections; open ones keep their TLS session")
+    key: str = live("", note="new connections; open ones keep their TLS session")
+    require_starttls: bool = live(True, note="new connections")
 
 
 @dataclass(frozen=True)
 class ListenersSection:
-    starttls: tuple[str, ...] = live(("127.0.0.1:5222",))
-    direct_tls: tuple[str, ...] = live(("127.0.0.1:5223",))
-    http: tuple[str, ...] = live(("127.0.0.1:5280",))
+    starttls: tuple[str, ...] = live(("127.0.0.1:5222",), note=_LISTENER)
+    direct_tls: tuple[str, ...] = live(("127.0.0.1:5223",), note=_LISTENER)
+    http: tuple[str, ...] = live(("127.0.0.1:5280",), note=_LISTENER)
     http_tls: bool = live(False)  # https/wss on the http listener, with the client certificate (tls.cert)
     #: Own address(es) for /metrics (plus /healthz, /readyz); empty: /metrics on the http listener, answered
     #: to loopback clients only.
@@ -68,21 +72,21 @@ class ListenersSection:
 
 @dataclass(frozen=True)
 class LimitsSection:
-    max_stanza_size: int = live(262144)
-    max_depth: int = live(32)
-    auth_timeout: float = live(30.0)
-    max_resources: int = live(10)
-    write_buffer: int = live(1048576)
-    inbound_queue: int = live(256)
+    max_stanza_size: int = live(262144, note="new connections")
+    max_depth: int = live(32, note="new connections")
+    auth_timeout: float = live(30.0, note="new connections")
+    max_resources: int = live(10, note="next resource binding")
+    write_buffer: int = live(1048576, note="new connections")
+    inbound_queue: int = live(256, note="new connections")
 
 
 @dataclass(frozen=True)
 class AuthSection:
-    mechanisms: tuple[str, ...] = live(("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"))
-    scram_iterations: int = live(4096)
-    allow_registration: bool = live(False)
-    resource_conflict: str = live("replace")  # replace | refuse | rename
-    max_attempts: int = live(3)
+    mechanisms: tuple[str, ...] = live(("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"), note="new connections")
+    scram_iterations: int = live(4096, note="passwords set from now on")
+    allow_registration: bool = live(False, note="new connections")
+    resource_conflict: str = live("replace", note="next resource binding")  # replace | refuse | rename
+    max_attempts: int = live(3, note="new connections")
     failure_delay: float = live(1.0)  # added per recent failure from one address
     failure_delay_max: float = live(10.0)
 
@@ -125,10 +129,12 @@ class WebSection:
 @dataclass(frozen=True)
 class PluginsSection:
     enabled: tuple[str, ...] = live(
-        ("ping", "disco", "version", "roster", "presence", "offline", "register", "time")
+        ("ping", "disco", "version", "roster", "presence", "offline", "register", "time", "adhoc", "admin_commands"),
+        note="plugins loaded/unloaded",
     )
     site_dirs: tuple[str, ...] = restart(("plugins",))
-    watch: bool = restart(False)
+    #: Reload when a plugin file or the config file changes (needs the watchfiles package).
+    watch: bool = live(False, note="immediately")
     options: dict[str, Any] = live_factory(dict)
 
 
@@ -299,6 +305,20 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     config = dataclasses.replace(config, base_dir=str(base))
     _validate(config)
     return config
+
+
+def how_applied(key: str) -> str | None:
+    """How a reload applies the live option ``key`` ("new connections", ...), from the field metadata."""
+    section, _, name = key.partition(".")
+    if section == "plugins" and name not in {f.name for f in dataclasses.fields(PluginsSection)}:
+        return "plugin reloaded with the new options"
+    for f in dataclasses.fields(Config):
+        if f.name == section and dataclasses.is_dataclass(f.default_factory):  # type: ignore[misc]
+            for sub in dataclasses.fields(f.default_factory):  # type: ignore[misc,arg-type]
+                if sub.name == name:
+                    note = sub.metadata.get("note")
+                    return str(note) if note else None
+    return None
 
 
 def diff(old: Config, new: Config) -> list[tuple[str, bool]]:

@@ -36,6 +36,8 @@ class ServerContext:
     active: dict[str, Registrations] = field(default_factory=dict)
     #: Objects plugins export for their dependents.
     exports: dict[str, Any] = field(default_factory=dict)
+    #: The server's admin operations (reload, load/unload plugins, status): ``mbeon_chat.admin.AdminService``.
+    control: Any = None
 
     def features(self, target: str) -> list[str]:
         out: set[str] = set()

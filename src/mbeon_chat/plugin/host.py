@@ -172,7 +172,13 @@ class PluginHost:
             if name in load:
                 raise PluginError(f"plugin {name!r} cannot be loaded and unloaded at once", name)
         overlay: dict[str, Any] = {}
-        staged = self._stage(load, unload, config, overlay)
+        live_config = self.ctx.config
+        if config is not None:
+            self.ctx.config = config  # setup() sees the configuration it will run with (no await until the swap)
+        try:
+            staged = self._stage(load, unload, config, overlay)
+        finally:
+            self.ctx.config = live_config
         old = [self.loaded[p.name] for p in staged if p.name in self.loaded] + [self.loaded[n] for n in unload]
         replaced = {p.name for p in staged} & set(self.loaded)
         # --- the swap: synchronous, no await ---

@@ -3,9 +3,9 @@
 The server answers disco#info with its identity (server/im), the identities plugins added and every
 feature plugins registered for the host; disco#items lists the components (MUC, counselling ...).
 For an account's bare JID it answers only to the account owner and to contacts the account shares
-presence with (subscription "from" or "both", XEP-0030 section 8): anyone else gets
-``service-unavailable`` for disco#info and an empty disco#items result, so the answers do not reveal
-whether an account exists. A ``node`` nobody serves is ``item-not-found``.
+presence with (subscription "from" or "both", asked of the roster feature; XEP-0030 section 8):
+anyone else gets ``service-unavailable`` for disco#info and an empty disco#items result, so the
+answers do not reveal whether an account exists. A ``node`` nobody serves is ``item-not-found``.
 """
 
 from __future__ import annotations
@@ -122,12 +122,14 @@ class Disco:
         return await self._shares_presence(owner, requester.bare)
 
     async def _shares_presence(self, owner: JID, contact: JID) -> bool:
-        if "roster" not in self.api.ctx.active:
+        """Whether ``owner`` shares presence with ``contact`` (asked of the roster feature per request)."""
+        roster: Any = self.api.plugin("roster")
+        if roster is None:
             return False  # without the roster feature, nobody but the owner is a contact
-        store: Any = getattr(self.api.storage, "roster", None)
-        if store is None:
-            return False
-        item = await store.get_item(owner.local, str(contact))
+        check = getattr(roster, "is_subscribed", None)
+        if callable(check):
+            return bool(await check(owner.local, str(contact)))
+        item = await self.api.storage.roster.get_item(owner.local, str(contact))
         return item is not None and item.subscription in _SHARES_PRESENCE
 
 def setup(api: PluginAPI) -> None:

@@ -265,23 +265,23 @@ def role_change_error(
         return StanzaCondition.FORBIDDEN
     if new_role is target_role:
         return None
+    if new_role is Role.NONE:  # kicking
+        if is_self:
+            return StanzaCondition.CONFLICT
+        if rank(target_aff) >= rank(Affiliation.ADMIN):
+            # Only an owner may kick an admin; nobody kicks an owner.
+            ok = actor_aff is Affiliation.OWNER and target_aff is Affiliation.ADMIN
+            return None if ok else StanzaCondition.NOT_ALLOWED
+        if rank(target_aff) > rank(actor_aff):
+            return StanzaCondition.NOT_ALLOWED  # "cannot be kicked by a moderator with a lower affiliation"
+        return None
     privileged_actor = rank(actor_aff) >= rank(Affiliation.ADMIN)
     if (new_role is Role.MODERATOR or target_role is Role.MODERATOR) and not privileged_actor:
         return StanzaCondition.FORBIDDEN  # granting or revoking moderator status is for admins and owners
     if new_role is Role.MODERATOR:
         return None
-    # From here the target loses something: voice, moderator status or the room.
-    if is_self and new_role is Role.NONE:
-        return StanzaCondition.CONFLICT
     if rank(target_aff) >= rank(Affiliation.ADMIN):
-        # Admins and owners keep moderator status and voice; only an owner may kick an admin.
-        if new_role is Role.NONE and actor_aff is Affiliation.OWNER and target_aff is Affiliation.ADMIN:
-            return None
-        return StanzaCondition.NOT_ALLOWED
-    if new_role is Role.NONE:
-        if rank(target_aff) > rank(actor_aff):
-            return StanzaCondition.NOT_ALLOWED  # "cannot be kicked by a moderator with a lower affiliation"
-        return None
+        return StanzaCondition.NOT_ALLOWED  # admins and owners keep moderator status and voice
     if target_role is Role.VISITOR:  # granting voice
         return None
     # Revoking voice or moderator status: not from someone at or above the actor's affiliation.

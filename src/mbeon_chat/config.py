@@ -129,7 +129,8 @@ class WebSection:
 @dataclass(frozen=True)
 class PluginsSection:
     enabled: tuple[str, ...] = live(
-        ("ping", "disco", "version", "roster", "presence", "offline", "register", "time", "adhoc", "admin_commands"),
+        ("ping", "disco", "version", "roster", "presence", "offline", "register", "time", "adhoc",
+         "admin_commands", "muc"),
         note="plugins loaded/unloaded",
     )
     site_dirs: tuple[str, ...] = restart(("plugins",))

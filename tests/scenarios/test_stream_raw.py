@@ -59,6 +59,7 @@ class RawClient:
         self.pending: list[Element] = []
         self.headers: list[StreamHeader] = []
         self.footer = False
+        self.features: Element | None = None
 
     @classmethod
     async def open(cls, srv: RunningServer, *, starttls: bool = True, direct_tls: bool = False) -> RawClient:
@@ -98,6 +99,7 @@ class RawClient:
         )
         features = await self.next()
         assert features.tag == STREAMS + "features", features
+        self.features = features
         return features
 
     async def next(self, timeout: float = 10.0) -> Element:

@@ -150,12 +150,15 @@ class Register:
         self.api.log.info("register.created", username=username, remote=remote)
 
     def _username(self, raw: str, domain: str) -> str:
+        """The normalised localpart (RFC 7622), or not-acceptable."""
         try:
-            jid = JID(raw, domain, None)
+            if "@" in raw or "/" in raw:
+                raise InvalidJID(raw)
+            local = JID.parse(f"{raw}@{domain}").local
         except InvalidJID:
             raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "that user name is not allowed") from None
-        assert jid.local is not None
-        return jid.local
+        assert local is not None
+        return local
 
     def _check_password(self, password: str) -> None:
         if len(password) < self.options.min_password_length:

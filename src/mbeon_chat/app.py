@@ -132,11 +132,8 @@ class App:
 
     async def run(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Start, serve until the trigger completes (default: SIGTERM/SIGINT), then stop. SIGHUP reloads."""
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload(trigger="sighup")))
+        self.install_signal_handlers(stop.set)
         await self.start()
         waiter = asyncio.ensure_future(shutdown_trigger() if shutdown_trigger else stop.wait())
         stopper = asyncio.ensure_future(stop.wait())
@@ -144,6 +141,19 @@ class App:
         waiter.cancel()
         stopper.cancel()
         await self.stop()
+
+    def install_signal_handlers(self, stop: Callable[[], None] | None = None) -> None:
+        """SIGHUP reloads (config file + changed plugins; the outcome goes to the log); SIGTERM/SIGINT stop."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload(trigger="sighup")))
+        if stop is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop)
+
+    def remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
     async def stop(self, grace: float = 10.0) -> None:
         log.info("server.stopping", sessions=len(self.registry))

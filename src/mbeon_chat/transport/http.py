@@ -18,7 +18,6 @@ Listeners follow the config live (reload adds/removes addresses, toggles TLS).
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
@@ -45,9 +44,6 @@ SETUP_HINT = (
 XRD_NS = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 WS_REL = "urn:xmpp:alt-connections:websocket"
 DB_PING_TIMEOUT = 3.0
-mimetypes.add_type("application/wasm", ".wasm")
-mimetypes.add_type("text/javascript", ".js")
-mimetypes.add_type("text/javascript", ".mjs")
 
 
 def converse_dirs(config: Config) -> list[Path]:

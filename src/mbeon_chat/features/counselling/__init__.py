@@ -25,7 +25,7 @@ from .service import CounsellingService
 from .state import CounsellorConf, State
 from .store import CounsellingStore
 
-DEPENDS = ()
+DEPENDS = ("adhoc",)
 
 _COUNSELLOR_KEYS = frozenset({"jid", "languages", "topics", "capacity"})
 WAIT_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200)
@@ -122,7 +122,9 @@ def setup(api: PluginAPI) -> None:
     store = CounsellingStore(api.storage.database)
     metrics = Metrics(getattr(api.ctx, "metrics", None))
     service: CounsellingService
-    lc = Lifecycle(jid, options, store, api.send, lambda bare: service.availability(bare), metrics, api.log)
+    lc = Lifecycle(
+        jid, options, store, api.send, lambda bare: service.availability(bare), metrics, api.log, api.spawn
+    )
     service = CounsellingService(api, jid, lc, options.name)
     configured = [
         counsellor_from_options(e, options, f"counsellors[{i}]") for i, e in enumerate(options.counsellors)
@@ -169,6 +171,8 @@ def setup(api: PluginAPI) -> None:
     api.on_unload(lc.shutdown)
     api.on("presence/self", service.observe_presence, priority=1000)
     api.on("session/ended", service.session_ended, priority=1000)
+    for event in ("presence/initial", "presence/changed", "presence/unavailable"):
+        api.on(event, service.presence_applied, priority=1000)
     adhoc = api.plugin("adhoc")
     if adhoc is not None:
         service.adhoc = adhoc

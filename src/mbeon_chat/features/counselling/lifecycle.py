@@ -39,6 +39,7 @@ class Lifecycle:
         availability: Callable[[str], tuple[bool, bool]],
         metrics: Any = None,
         log: Any = None,
+        spawn: Callable[[Any], Any] = asyncio.ensure_future,
     ) -> None:
         self.service = service
         self.options = options
@@ -48,6 +49,7 @@ class Lifecycle:
         self.availability = availability
         self.metrics = metrics
         self.log = log
+        self._spawn = spawn
         self.state = State()
         self.lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -79,9 +81,11 @@ class Lifecycle:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(max(0.0, delay), lambda: asyncio.ensure_future(self._guard(fn)))
+        self._timers[key] = loop.call_later(max(0.0, delay), lambda: self._spawn(self._guard(fn)))
 
     async def _guard(self, fn: Callable[[], Any]) -> None:
+        if self._closed:
+            return
         try:
             await fn()
         except Exception:
@@ -370,7 +374,7 @@ class Lifecycle:
     async def presence_changed(self, jid: str) -> None:
         """A counsellor's presence changed or their last resource went away."""
         async with self.lock:
-            if not self.is_counsellor(jid):
+            if self._closed or not self.is_counsellor(jid):
                 return
             online, offerable = self.availability(jid)
             if online:

@@ -36,6 +36,7 @@ IDENTITY = f"{{{ns.DISCO_INFO}}}identity"
 FEATURE = f"{{{ns.DISCO_INFO}}}feature"
 PING = f"{{{ns.PING}}}ping"
 READY_TIMEOUT = 10.0
+COUNSELLOR_ONLY = frozenset({"accept", "decline", "transfer", "queue", "sessions", "team"})
 
 
 class CounsellingService:
@@ -73,7 +74,12 @@ class CounsellingService:
             return
         show = stanza.el.findtext(SHOW) if stanza.type == "available" else None
         self.presence[origin.jid] = (stanza.type == "available", (show or "").strip() or None)
-        self._counsellor_changed(str(origin.bare))
+        if "presence" not in self.api.ctx.active:  # else its presence/* hooks tell us, after it is applied
+            self._counsellor_changed(str(origin.bare))
+
+    async def presence_applied(self, session: Session, *args: Any) -> None:
+        """Hooks ``presence/initial``, ``/changed``, ``/unavailable`` (fired by the presence plugin)."""
+        self._counsellor_changed(str(session.bare))
 
     async def session_ended(self, session: Session, reason: str = "") -> None:
         """Hook ``session/ended``: the registry no longer has this resource."""
@@ -120,15 +126,19 @@ class CounsellingService:
             await self._client_text(sender, command, text)
 
     async def _client_text(self, client: str, command: str, text: str) -> None:
+        """A one-word message is a command ("help me please" is a request for help, "help" is not)."""
         lc = self.lc
-        if command == "cancel":
+        word = text.lower().strip(" .!?") if len(text.split()) == 1 else ""
+        if word == "cancel":
             await lc.cancel(client)
-        elif command == "close":
+        elif word == "close":
             await lc.close(client, None)
-        elif command == "status":
+        elif word == "status":
             await self._send_text(client, views.client_status(lc, client))
-        elif command == "help":
+        elif word == "help":
             await self._send_text(client, texts.CLIENT_HELP)
+        elif command in COUNSELLOR_ONLY:
+            raise StanzaError(C.FORBIDDEN, f"only counsellors can use '{command}'")
         else:
             await lc.request_help(client, None, None, text)
 
@@ -144,11 +154,9 @@ class CounsellingService:
             await lc.close(counsellor, args[0] if args else None)
         elif command == "transfer" and len(args) == 2:
             target = _bare(args[1])
-            o = await lc.transfer(counsellor, args[0], target)
-            await self._send_text(
-                counsellor, f"Asked {target} to take over; waiting up to {int(lc.options.offer_timeout)} s."
-            )
-            del o
+            await lc.transfer(counsellor, args[0], target)
+            wait = int(lc.options.offer_timeout)
+            await self._send_text(counsellor, f"Asked {target} to take over; waiting up to {wait} s.")
         elif command in ("queue", "sessions", "team") and not args:
             await self._send_text(counsellor, views.as_text(command, views.table(lc, command)))
         elif command == "help":
@@ -173,51 +181,29 @@ class CounsellingService:
         if payload is None:
             raise StanzaError(C.BAD_REQUEST)
         node = payload.get("node")
-        if payload.tag == INFO and stanza.type == "get":
-            await self.api.send(stanza.result(self._disco_info(node, stanza)))
-        elif payload.tag == ITEMS and stanza.type == "get":
-            await self.api.send(stanza.result(await self._disco_items(node, stanza)))
-        elif payload.ns == ns.COMMANDS and self.adhoc is not None:
-            await self.adhoc.handle_iq(stanza, origin)
+        if self.adhoc is not None and (payload.ns == ns.COMMANDS or (node and payload.tag in (INFO, ITEMS))):
+            reply = await self.adhoc.handle_iq(stanza, origin)
+            if reply is not None:
+                await self.api.send(reply)
+                return
+        if payload.tag in (INFO, ITEMS) and stanza.type == "get":
+            if node:
+                raise StanzaError(C.ITEM_NOT_FOUND)
+            await self.api.send(stanza.result(self._disco_info() if payload.tag == INFO else Element(ITEMS)))
         elif payload.tag == PING and stanza.type == "get":
             await self.api.send(stanza.result())
         else:
             raise StanzaError(C.SERVICE_UNAVAILABLE)
 
-    def _disco_info(self, node: str | None, stanza: Stanza) -> Element:
-        query = Element(INFO, {"node": node} if node else None)
-        if node == ns.COMMANDS:
-            query.add(IDENTITY, {"category": "automation", "type": "command-list"})
-            return query
-        if node:
-            info = getattr(self.adhoc, "disco_info", None)
-            if info is None:
-                raise StanzaError(C.ITEM_NOT_FOUND)
-            query.add(IDENTITY, {"category": "automation", "type": "command-node"})
-            for var in (ns.COMMANDS, ns.DATA_FORMS):
-                query.add(FEATURE, {"var": var})
-            return query
+    def _disco_info(self) -> Element:
+        query = Element(INFO)
         query.add(IDENTITY, {"category": "component", "type": "generic", "name": self.name})
-        for var in sorted((ns.DISCO_INFO, ns.DISCO_ITEMS, ns.COMMANDS, ns.PING, texts.NS)):
+        features = [ns.DISCO_INFO, ns.DISCO_ITEMS, ns.PING, texts.NS]
+        if self.adhoc is not None:
+            features.append(ns.COMMANDS)
+        for var in sorted(features):
             query.add(FEATURE, {"var": var})
         return query
-
-    async def _disco_items(self, node: str | None, stanza: Stanza) -> Element:
-        if node == ns.COMMANDS:
-            if self.adhoc is None:
-                return Element(ITEMS, {"node": node})
-            result = self.adhoc.disco_items(self.jid, stanza.from_)
-            if asyncio.iscoroutine(result):
-                result = await result
-            if isinstance(result, Element):
-                return result
-            query = Element(ITEMS, {"node": node})
-            for item in result:
-                query.append(item)
-            return query
-        if node:
-            raise StanzaError(C.ITEM_NOT_FOUND)
-        return Element(ITEMS)
 
 
 def _bare(value: str) -> str:

@@ -49,6 +49,8 @@ class ReloadReport:
     warnings: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    #: Of ``seconds``, how long the event loop was held (plugin staging + the swap).
+    blocking_seconds: float = 0.0
     trigger: str = "api"
 
     def lines(self) -> list[str]:
@@ -65,7 +67,7 @@ class ReloadReport:
         out += [f"warning: {w}" for w in self.warnings]
         if len(out) == 0:
             out.append("nothing changed")
-        out.append(f"done in {self.seconds * 1000:.1f} ms")
+        out.append(f"done in {self.seconds * 1000:.1f} ms (event loop held {self.blocking_seconds * 1000:.1f} ms)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +223,7 @@ class App:
     async def _locked(self, trigger: str, op: Callable[[], Awaitable[ReloadReport]]) -> ReloadReport:
         async with self._reload_lock:
             started = time.perf_counter()
+            self.plugins.last_blocking = 0.0
             try:
                 report = await op()
             except (ConfigError, PluginError) as exc:
@@ -229,6 +232,7 @@ class App:
                 log.exception("server.reload_crashed", trigger=trigger)
                 report = ReloadReport(False, error=f"internal error: {type(exc).__name__}: {exc} (see the log)")
             report.seconds = time.perf_counter() - started
+            report.blocking_seconds = self.plugins.last_blocking
             report.trigger = trigger
         self.metrics.plugin_reload(report.ok)
         self.last_reload = report

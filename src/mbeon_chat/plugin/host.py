@@ -86,6 +86,7 @@ class PluginHost:
         self.loaded: dict[str, LoadedPlugin] = {}
         self.records: dict[str, PluginRecord] = {}
         self.reload_count = 0
+        self.last_blocking = 0.0
 
     # --- discovery ----------------------------------------------------------------------------------
     def find(self, name: str) -> Path:
@@ -171,6 +172,7 @@ class PluginHost:
                 raise PluginError(f"plugin {name!r} is not loaded", name)
             if name in load:
                 raise PluginError(f"plugin {name!r} cannot be loaded and unloaded at once", name)
+        started = time.perf_counter()
         overlay: dict[str, Any] = {}
         live_config = self.ctx.config
         if config is not None:
@@ -191,6 +193,8 @@ class PluginHost:
         overlay.clear()
         if on_swap is not None:
             on_swap()
+        #: How long the event loop was held by staging + swap (no await happens in between).
+        self.last_blocking = time.perf_counter() - started
         # --- after the swap ---
         for plugin in staged:
             record = self.records.setdefault(plugin.name, PluginRecord())
@@ -492,8 +496,11 @@ def _digest(path: Path) -> str:
 
 def _forget_module(module: ModuleType) -> None:
     name = module.__name__
-    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-        del sys.modules[key]
+    sys.modules.pop(name, None)
+    if hasattr(module, "__path__"):  # a package plugin: its submodules too
+        prefix = name + "."
+        for key in [k for k in sys.modules if k.startswith(prefix)]:
+            del sys.modules[key]
 
 
 def _where(exc: BaseException, path: Path) -> str:

@@ -145,10 +145,11 @@ def _password(args: argparse.Namespace) -> str:
 
 def cmd_user(args: argparse.Namespace) -> int:
     from mbeon_chat.core.accounts import AccountError
-    from mbeon_chat.storage.api import AlreadyExists, NotFound
+    from mbeon_chat.storage.api import AlreadyExists, NotFound, SchemaOutOfDate
 
     config = _load(args)
     action = args.action
+    config.data_dir.mkdir(parents=True, exist_ok=True)  # no database yet: "run migrate", not a trace
     try:
         if action == "list":
             names = asyncio.run(_with_accounts(config, lambda acc, st: st.accounts.list()))
@@ -173,7 +174,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         return _fail(f"user {args.name} already exists; use `mbeon-chat user passwd {args.name}` to change the password")
     except NotFound:
         return _fail(f"no user {args.name}; create it with `mbeon-chat user add {args.name}`")
-    except AccountError as exc:
+    except (AccountError, SchemaOutOfDate) as exc:
         return _fail(str(exc))
     return 0
 

@@ -93,7 +93,7 @@ async def test_message_to_a_user_that_does_not_exist_is_service_unavailable(tmp_
 
 
 async def test_iq_to_a_resource_that_is_not_connected_is_service_unavailable(tmp_path: Path) -> None:
-    async with im_server(tmp_path) as srv, online(srv, "alice", "bob") as (alice, bob):
+    async with im_server(tmp_path) as srv, online(srv, "alice", "bob") as (_, bob):
         iq = bob.make_iq_get(queryxmlns="urn:xmpp:ping", ito=f"{srv.jid('alice')}/elsewhere")
         with pytest.raises(IqError) as caught:
             await iq.send(timeout=10)

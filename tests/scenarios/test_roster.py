@@ -86,7 +86,8 @@ async def test_a_roster_push_reaches_every_interested_resource(tmp_path: Path) -
             assert bot_pushes.empty()
 
             # An update keeps the item's subscription state; "subscription" other than "remove" is ignored.
-            query = f"<query xmlns='{ROSTER}'><item jid='{srv.jid('bob')}' subscription='both' name='B.'/></query>"
+            bob_item = f"<item jid='{srv.jid('bob')}' subscription='both' name='B.'/>"
+            query = f"<query xmlns='{ROSTER}'>{bob_item}</query>"
             await roster_iq(phone, "set", query)
             item = (await asyncio.wait_for(desk_pushes.get(), 10))["roster"]["items"][srv.jid("bob")]
             assert (item["name"], item["subscription"], item["groups"]) == ("B.", "none", [])

@@ -269,9 +269,10 @@ class PresenceService:
                 await self.route(_presence("subscribed", contact, user), contact, user)
                 await self.send_presence_of(contact, user)
                 return
-            self.remember_request(key, stanza.el)
-            for session in self.api.sessions.available(contact):
-                session.send(stanza.el)
+            if change.changed:  # already pending: not delivered again now (Appendix A.3.1)
+                self.remember_request(key, stanza.el)
+                for session in self.api.sessions.available(contact):
+                    session.send(stanza.el)
             return
         if not change.changed:
             return  # no state change: not delivered (RFC 6121 Appendix A.3)

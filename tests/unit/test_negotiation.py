@@ -239,6 +239,21 @@ def starttls_restart(d: Dialogue) -> Element:
     return d.open()
 
 
+def test_plaintext_sent_with_starttls_is_dropped_not_acted_on() -> None:
+    """STARTTLS command injection: whatever follows <starttls/> in the same plaintext read is discarded."""
+    d = Dialogue()
+    d.open()
+    injected = sasl("auth", b"\0alice\0" + PASSWORD.encode(), mechanism="PLAIN") + b"<message to='x@y'/>"
+    elements = d.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + injected)
+    assert [e.tag for e in elements] == [TLS + "proceed"]
+    assert d.events == [ev.TlsRequested()]
+    d.machine.tls_established()
+    d.restart()
+    features = d.open()
+    assert d.machine.username is None
+    assert mechanisms(features) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+
+
 def test_bytes_during_the_tls_handshake_are_ignored() -> None:
     d = Dialogue()
     d.open()

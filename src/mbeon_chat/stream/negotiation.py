@@ -98,7 +98,7 @@ class ServerStream:
             return events
         try:
             for item in self._parser.receive_data(data):
-                if self._closed():
+                if self._stopped():
                     break
                 if isinstance(item, ev.ElementParsed):
                     self._on_element(item.element, item.size)
@@ -110,8 +110,9 @@ class ServerStream:
             self._fail(exc.condition, exc.text)
         return events
 
-    def _closed(self) -> bool:
-        return self.state is State.CLOSED
+    def _stopped(self) -> bool:
+        """Closed, or STARTTLS accepted: plaintext that came after <starttls/> is dropped, never acted on."""
+        return self.state in (State.CLOSED, State.TLS_PENDING)
 
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)

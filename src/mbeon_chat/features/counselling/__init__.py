@@ -119,7 +119,7 @@ class Metrics:
 def setup(api: PluginAPI) -> None:
     options: Options = api.options or Options()
     jid = JID(None, f"{options.subdomain}.{api.domain}", None)
-    store = CounsellingStore(api.storage.database)
+    store = CounsellingStore(lambda: api.storage.database)
     metrics = Metrics(getattr(api.ctx, "metrics", None))
     service: CounsellingService
     lc = Lifecycle(

@@ -9,7 +9,7 @@ transaction never creates a second row.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,8 +114,15 @@ def _session(row: Any) -> SessionRecord:
 
 
 class CounsellingStore:
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    """``database`` may be a callable returning it (the plugin is set up before storage exists when only
+    the configuration is checked)."""
+
+    def __init__(self, database: Database | Callable[[], Database]) -> None:
+        self._database = database
+
+    @property
+    def _db(self) -> Database:
+        return self._database if isinstance(self._database, Database) else self._database()
 
     # --- counsellors ---------------------------------------------------------------------------------
     async def put_counsellor(self, record: CounsellorRecord, now: int) -> None:

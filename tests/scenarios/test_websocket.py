@@ -19,6 +19,7 @@ from clients import Client, connect, disconnect
 from harness import RunningServer, running_server
 from mbeon_chat.plugin.host import BUILTIN_DIR
 from mbeon_chat.xmpp.jid import JID
+from mbeon_chat.xmpp.stanza import make_message
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -368,3 +369,39 @@ async def test_host_meta_announces_the_websocket_url(tmp_path: Path, http: aioht
         async with http.get(f"http://127.0.0.1:{srv.http_port}/.well-known/host-meta.json") as resp:
             doc = await resp.json()
         assert doc["links"][0]["href"] == "wss://chat.example.org/xmpp-websocket"
+
+
+async def test_websocket_client_that_stops_reading_is_closed(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    limits = {"write_buffer": 262144}
+    async with running_server(tmp_path, server_overrides(limits=limits)) as srv:
+        slow = await WsClient.open(http, srv)
+        jid = await slow.login("alice", srv.users["alice"], resource="slow")
+        fast = await WsClient.open(http, srv)
+        await fast.login("bob", srv.users["bob"], resource="fast")
+        session = srv.app.registry.get(JID.parse(jid))
+        assert session is not None
+        conn = session.conn
+        # The slow client reads nothing more; the server keeps sending until its buffers fill up.
+        body = "x" * 100_000
+        for _ in range(400):
+            if conn.closed:
+                break
+            session.send(make_message(jid, body, from_=srv.jid("bob")))
+            await asyncio.sleep(0.005)
+        assert conn.closed, "the server gave up on a client that does not read"
+        assert (
+            'mbeon_stream_errors_total{condition="policy-violation"} 1.0' in srv.app.metrics.render().decode()
+        )
+        await fast.send(
+            f'<iq xmlns="{CLIENT}" type="get" to="{srv.domain}" id="p1"><ping xmlns="urn:xmpp:ping"/></iq>'
+        )
+        pong = await fast.recv_until(q(CLIENT, "iq"))
+        assert pong.get("type") == "result", "other sessions are unaffected"
+        await fast.close()
+        for _ in range(100):
+            if srv.app.registry.get(JID.parse(jid)) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert srv.app.registry.get(JID.parse(jid)) is None

@@ -37,6 +37,7 @@ CLOSE_TIMEOUT = 5.0
 #: Allowance over ``limits.max_stanza_size`` before aiohttp itself drops a message (code 1009): between
 #: the two, the stream core answers with a ``policy-violation`` stream error like on TCP.
 _FRAME_SLACK = 65536
+_BACKLOG_AT_CLOSE = 65536
 
 
 class WebSocketWire:
@@ -85,7 +86,9 @@ class WebSocketWire:
         self._closing = True
         self._readable.set()
         self._wake.set()
-        self._deadline = self._loop.call_later(CLOSE_TIMEOUT, self._abort)
+        # A peer that has this much unread is the slow reader being closed: it gets a short grace only.
+        grace = CLOSE_TIMEOUT if self._queued < _BACKLOG_AT_CLOSE else 1.0
+        self._deadline = self._loop.call_later(grace, self._abort)
 
     # --- the adapter's side --------------------------------------------------------------------------
     async def readable(self) -> None:

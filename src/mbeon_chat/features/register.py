@@ -15,8 +15,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from mbeon_chat.core.accounts import AccountError
 from mbeon_chat.core.session import Session
 from mbeon_chat.plugin.api import PluginAPI
+from mbeon_chat.storage.api import AlreadyExists
 from mbeon_chat.xmpp import ns
 from mbeon_chat.xmpp.element import Element
 from mbeon_chat.xmpp.errors import StanzaCondition, StanzaError, StreamCondition
@@ -141,12 +143,10 @@ class Register:
             raise StanzaError(StanzaCondition.POLICY_VIOLATION, text, "wait")
         try:
             await accounts.create(username, password)
-        except Exception as exc:
-            if type(exc).__name__ == "AlreadyExists":
-                raise StanzaError(StanzaCondition.CONFLICT, "that user name is taken") from None
-            if type(exc).__name__ == "AccountError":
-                raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, str(exc)) from None
-            raise
+        except AlreadyExists:  # registered by someone else just now
+            raise StanzaError(StanzaCondition.CONFLICT, "that user name is taken") from None
+        except AccountError as exc:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, str(exc)) from None
         self.api.log.info("register.created", username=username, remote=remote)
 
     def _username(self, raw: str, domain: str) -> str:
@@ -194,10 +194,8 @@ class Register:
         self._check_password(password)
         try:
             await self.api.ctx.accounts.set_password(owner.local, password)
-        except Exception as exc:
-            if type(exc).__name__ == "AccountError":
-                raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, str(exc)) from None
-            raise
+        except AccountError as exc:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, str(exc)) from None
         self.api.log.info("register.password_changed", username=owner.local)
         return iq.result()
 

@@ -393,3 +393,31 @@ async def test_bad_input_team_view_disco_and_metrics(tmp_path: Path) -> None:
             assert condition == "item-not-found"
         finally:
             await disconnect(anna, kid, other)
+
+
+async def test_a_plugin_reload_keeps_the_queue_and_the_pending_offers(tmp_path: Path) -> None:
+    async with server(tmp_path) as srv:
+        anna, kid, other = [await connect(srv, n) for n in ("anna", "kid0", "kid1")]
+        anna_bot = CounsellorBot(anna, 2, auto=False)
+        try:
+            say(kid, "hello")
+            say(other, "hello too")
+            for _ in range(50):
+                if len(anna_bot.offers) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            before = lifecycle(srv)
+            waiting = list(before.positions())
+            assert len(waiting) == 2 and set(before.state.offers) == set(waiting)
+
+            await srv.app.plugins.reload(["counselling"])
+            after = lifecycle(srv)
+            assert after is not before
+            assert list(after.positions()) == waiting and set(after.state.offers) == set(waiting)
+            say(anna, f"accept {waiting[0][-8:]}")
+            session = await next_payload(kid, "session", state="active")
+            assert session.get("counsellor") == "anna@localhost"
+            assert list(after.positions()) == waiting[1:]
+        finally:
+            await anna_bot.stop()
+            await disconnect(anna, kid, other)

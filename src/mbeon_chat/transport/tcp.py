@@ -7,7 +7,7 @@ import itertools
 import os
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from mbeon_chat.core.c2s import ClientConnection
 from mbeon_chat.core.context import ServerContext
@@ -42,8 +42,8 @@ class TcpClientProtocol(asyncio.Protocol):
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else str(peer)
         machine = ServerStream(self._policy(), _FRAMING, tls_active=self._direct_tls)

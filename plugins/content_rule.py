@@ -45,7 +45,7 @@ from mbeon_chat.xmpp.jid import JID, InvalidJID
 from mbeon_chat.xmpp.stanza import BODY, Stanza, make_message
 
 DEPENDS = ()
-LANG = "{%s}lang" % ns.XML
+LANG = "{" + ns.XML + "}lang"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ class Options:
     block_with: str = "error"  # error | message
     default_language: str = "en"
     notices: dict[str, str] = field(
-        default_factory=lambda: {"en": "Your message was not delivered because it breaks the rules of this service."}
+        default_factory=lambda: {
+            "en": "Your message was not delivered because it breaks the rules of this service."
+        }
     )
 
     def validate(self) -> None:
@@ -87,7 +89,7 @@ class Options:
             except InvalidJID as exc:
                 raise ValueError(f"counsellors[{i}]: {exc}") from None
             if jid.local is None or jid.resource is not None:
-                raise ValueError(f"counsellors[{i}]: must be a bare JID or \"*\"")
+                raise ValueError(f'counsellors[{i}]: must be a bare JID or "*"')
         names = [r.name for r in self.rules]
         for i, name in enumerate(names):
             if names.index(name) != i:
@@ -108,10 +110,18 @@ def setup(api: PluginAPI) -> None:
     compiled = [(r, re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0)) for r in opts.rules]
     blocks = [(r, p) for r, p in compiled if r.action == "block"]
     flags = [(r, p) for r, p in compiled if r.action == "flag"]
-    events = api.ctx.metrics.extra(
-        Counter("mbeon_content_rule_events", "Messages blocked or flagged by content rules", ["rule", "action"],
-                registry=None)
-    ) if api.ctx.metrics is not None else None
+    events = (
+        api.ctx.metrics.extra(
+            Counter(
+                "mbeon_content_rule_events",
+                "Messages blocked or flagged by content rules",
+                ["rule", "action"],
+                registry=None,
+            )
+        )
+        if api.ctx.metrics is not None
+        else None
+    )
     state = api.restore(1)
     counts: dict[str, int] = dict(state["counts"]) if state else {}
 
@@ -152,7 +162,11 @@ def setup(api: PluginAPI) -> None:
 
     async def notify(stanza: Stanza) -> None:
         lang = stanza.el.get(LANG) or ""
-        text = opts.notices.get(lang) or opts.notices.get(lang.split("-")[0]) or opts.notices[opts.default_language]
+        text = (
+            opts.notices.get(lang)
+            or opts.notices.get(lang.split("-")[0])
+            or opts.notices[opts.default_language]
+        )
         if opts.block_with == "error":
             await api.router.reply_error(stanza, StanzaError(StanzaCondition.POLICY_VIOLATION, text))
         elif stanza.from_ is not None:

@@ -10,7 +10,7 @@ delivered (or stored offline) as usual. Hours are local to ``timezone`` (DST-awa
     hours = ["mon-fri 09:00-17:00", "sat 10:00-13:00"]    # overnight ranges like "fri 22:00-02:00" work
     closed_dates = ["2025-12-24", "2025-12-25"]            # whole days closed
     default_language = "de"
-    mark = true                                            # prefix + <auto-reply xmlns="urn:mbeon:auto-reply"/>
+    mark = true                                       # prefix + <auto-reply xmlns="urn:mbeon:auto-reply"/>
 
     [plugins.office_hours.replies]
     de = "Die Beratung ist gerade nicht besetzt. Wir sind Mo-Fr 9-17 Uhr und Sa 10-13 Uhr da."
@@ -37,16 +37,18 @@ from mbeon_chat.xmpp.stanza import BODY, Stanza, make_message
 
 DEPENDS = ()
 MARK_NS = "urn:mbeon:auto-reply"
-MARK = "{%s}auto-reply" % MARK_NS
-LANG = "{%s}lang" % ns.XML
+MARK = "{" + MARK_NS + "}auto-reply"
+LANG = "{" + ns.XML + "}lang"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_RANGE = re.compile(r"^\s*([a-z]{3}(?:\s*-\s*[a-z]{3})?(?:\s*,\s*[a-z]{3}(?:\s*-\s*[a-z]{3})?)*)\s+"
-                    r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_RANGE = re.compile(
+    r"^\s*([a-z]{3}(?:\s*-\s*[a-z]{3})?(?:\s*,\s*[a-z]{3}(?:\s*-\s*[a-z]{3})?)*)\s+"
+    r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$"
+)
 HORIZON_DAYS = 14
 
 
 def parse_hours(spec: str) -> list[tuple[int, int, int]]:
-    """``"mon-fri 09:00-17:00"`` -> [(weekday, start_minute, end_minute), ...]; end <= start runs overnight."""
+    """``"mon-fri 09:00-17:00"`` -> [(weekday, start_minute, end_minute), ...]; end <= start: overnight."""
     m = _RANGE.match(spec.lower())
     if m is None:
         raise ValueError(f"{spec!r} is not like 'mon-fri 09:00-17:00'")
@@ -91,7 +93,7 @@ class Schedule:
         return any(a <= now < b for a, b in self._intervals(now))
 
     def closed_period(self, now: dt.datetime) -> str:
-        """An id for the closed period ``now`` is in: when it ends (or the local date if nothing opens soon)."""
+        """An id for the closed period ``now`` is in: when it ends (or the local date if nothing opens)."""
         upcoming = [a for a, _ in self._intervals(now) if a > now]
         if upcoming:
             return min(upcoming).isoformat()
@@ -110,8 +112,10 @@ class Options:
     closed_dates: tuple[str, ...] = ()
     default_language: str = "en"
     replies: dict[str, str] = field(
-        default_factory=lambda: {"en": "Our counsellors are not available right now. Please write again during "
-                                       "office hours; your message has been passed on."}
+        default_factory=lambda: {
+            "en": "Our counsellors are not available right now. Please write again during "
+            "office hours; your message has been passed on."
+        }
     )
     mark: bool = True
     mark_prefix: dict[str, str] = field(default_factory=_default_prefixes)
@@ -127,7 +131,9 @@ class Options:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone: unknown time zone {self.timezone!r} (use e.g. Europe/Berlin)") from None
+            raise ValueError(
+                f"timezone: unknown time zone {self.timezone!r} (use e.g. Europe/Berlin)"
+            ) from None
         for i, spec in enumerate(self.hours):
             try:
                 parse_hours(spec)
@@ -163,7 +169,9 @@ def setup(api: PluginAPI) -> None:
     schedule = Schedule(opts.hours, opts.timezone, opts.closed_dates)
     counsellors = frozenset(str(JID.parse(c)) for c in opts.counsellors)
     state = api.restore(1)
-    replied: dict[tuple[str, str], str] = {tuple(k.split(" ", 1)): v for k, v in state["replied"].items()} if state else {}  # type: ignore[misc]
+    replied: dict[tuple[str, str], str] = (
+        {tuple(k.split(" ", 1)): v for k, v in state["replied"].items()} if state else {}
+    )  # type: ignore[misc]
     stats = {"replies": state["replies"] if state else 0}
 
     def clock() -> dt.datetime:
@@ -196,7 +204,7 @@ def setup(api: PluginAPI) -> None:
         reply.attrs[LANG] = lang
         if opts.mark:
             reply.append(Element(MARK))
-        thread = el.find("{%s}thread" % ns.CLIENT)
+        thread = el.find("{" + ns.CLIENT + "}thread")
         if thread is not None:
             reply.append(thread.copy())
         stats["replies"] += 1
@@ -213,9 +221,11 @@ def setup(api: PluginAPI) -> None:
     api.on("message/bare", on_message, priority=10)
     api.on("message/full", on_message, priority=10)
     api.add_timer(3600.0, prune)
-    api.on_save(lambda: {
-        "version": 1,
-        "replied": {f"{a} {b}": v for (a, b), v in replied.items()},
-        "replies": stats["replies"],
-    })
+    api.on_save(
+        lambda: {
+            "version": 1,
+            "replied": {f"{a} {b}": v for (a, b), v in replied.items()},
+            "replies": stats["replies"],
+        }
+    )
     api.export({"schedule": schedule, "stats": stats, "replied": replied})

@@ -2,7 +2,7 @@
 
 One request per line, one answer per line::
 
-    {"op": "reload", "plugin": null}       config file + every changed plugin (or one plugin and its dependents)
+    {"op": "reload", "plugin": null}       config file + every changed plugin (or one plugin + dependents)
     {"op": "plugins"}                      every plugin found, loaded or not
     {"op": "load", "plugin": "name"}       load a plugin at run time
     {"op": "unload", "plugin": "name"}     unload it (refused while others depend on it)
@@ -64,7 +64,7 @@ def _short_path(path: Path) -> Iterator[str]:
 
 
 class AdminService:
-    """Admin operations on a running :class:`App`; every result is a JSON-ready dict with ``ok`` and ``lines``."""
+    """Admin operations on a running :class:`App`; each result is a JSON-ready dict with ``ok``, ``lines``."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -86,7 +86,7 @@ class AdminService:
         if op == "status":
             return self.status()
         app = self.app
-        # A separate task: a caller that goes away (CLI killed, client disconnected) cannot cut a reload short.
+        # A separate task: a caller that goes away (CLI killed, client gone) cannot cut a reload short.
         if op == "reload":
             task = app.spawn(app.reload(plugin, trigger=trigger))
         elif op == "load":
@@ -134,7 +134,9 @@ class AdminService:
             "listeners": sorted(f"{kind} {addr}" for kind, addr in app.listeners),
             "plugins_loaded": len(app.plugins.loaded),
             "reloads": app.plugins.reload_count,
-            "last_reload": None if last is None else {"ok": last.ok, "trigger": last.trigger, "error": last.error},
+            "last_reload": None
+            if last is None
+            else {"ok": last.ok, "trigger": last.trigger, "error": last.error},
         }
         lines = [
             f"domain: {info['domain']} (pid {info['pid']}, up {info['uptime']} s)",
@@ -217,7 +219,9 @@ def _peer_allowed(writer: asyncio.StreamWriter) -> bool:
     so_peercred = getattr(socket, "SO_PEERCRED", None)
     if sock is None or so_peercred is None:
         return True  # not Linux: the 0600 file mode is the guard
-    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i")))
+    _pid, uid, _gid = struct.unpack(
+        "3i", sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
+    )
     return uid in (os.geteuid(), 0)
 
 
@@ -269,13 +273,17 @@ def send_admin_command(config: Config, command: dict[str, Any]) -> int:
         answer = request(config, command)
     except (FileNotFoundError, ConnectionRefusedError):
         print(
-            f"mbeon-chat: no server is running (nothing answers on {path}). Start it with `mbeon-chat serve`; "
+            f"mbeon-chat: no server is running (nothing answers on {path}). "
+            "Start it with `mbeon-chat serve`; "
             "if it runs with another configuration, pass the same --config (or MBEON_CONFIG).",
             file=sys.stderr,
         )
         return 1
     except PermissionError:
-        print(f"mbeon-chat: permission denied on {path}: run this as the user the server runs as.", file=sys.stderr)
+        print(
+            f"mbeon-chat: permission denied on {path}: run this as the user the server runs as.",
+            file=sys.stderr,
+        )
         return 1
     except (OSError, ValueError) as exc:
         print(f"mbeon-chat: the admin channel at {path} failed: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from mbeon_chat.observability.logs import configure_logging
 from mbeon_chat.observability.metrics import Metrics
 from mbeon_chat.plugin.host import PluginError, PluginHost
 from mbeon_chat.storage.api import open_storage
+from mbeon_chat.storage.crypto import keyring_from_config
 from mbeon_chat.stream.negotiation import StreamPolicy
 from mbeon_chat.transport.tcp import start_tcp_listener
 from mbeon_chat.transport.tls import ensure_self_signed, server_context
@@ -67,7 +68,9 @@ class ReloadReport:
         out += [f"warning: {w}" for w in self.warnings]
         if len(out) == 0:
             out.append("nothing changed")
-        out.append(f"done in {self.seconds * 1000:.1f} ms (event loop held {self.blocking_seconds * 1000:.1f} ms)")
+        out.append(
+            f"done in {self.seconds * 1000:.1f} ms (event loop held {self.blocking_seconds * 1000:.1f} ms)"
+        )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,13 +78,17 @@ class ReloadReport:
 
 
 class App:
-    def __init__(self, config: Config, config_path: str | Path | None = None, *, configure_logs: bool = True) -> None:
+    def __init__(
+        self, config: Config, config_path: str | Path | None = None, *, configure_logs: bool = True
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self._configure_logs = configure_logs
         self.metrics = Metrics()
         self.hooks = HookBus()
-        self.registry = SessionRegistry(ConflictPolicy(config.auth.resource_conflict), config.limits.max_resources)
+        self.registry = SessionRegistry(
+            ConflictPolicy(config.auth.resource_conflict), config.limits.max_resources
+        )
         self.router = Router(config.server.domain, self.registry, self.hooks)
         self.router.metrics = self.metrics
         self.hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mbeon-hash")
@@ -119,7 +126,12 @@ class App:
         if self._configure_logs:
             configure_logging(config.log.level, config.log.format)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = await open_storage(config.storage_urls, on_timing=self.metrics.db_timing)
+        self.storage = await open_storage(
+            config.storage_urls,
+            on_timing=self.metrics.db_timing,
+            keyring=keyring_from_config(config),
+            domain=config.server.domain,
+        )
         self.ctx.storage = self.storage
         self.ctx.accounts = Accounts(self.storage.accounts, self.hash_pool, config.auth.scram_iterations)
         self._tls, self._tls_digest = self._load_tls(config)
@@ -130,7 +142,11 @@ class App:
         await self.admin.start()
         self._sync_watcher()
         self.started_at = time.time()
-        log.info("server.started", domain=config.server.domain, listeners=sorted(f"{k}:{a}" for k, a in self.listeners))
+        log.info(
+            "server.started",
+            domain=config.server.domain,
+            listeners=sorted(f"{k}:{a}" for k, a in self.listeners),
+        )
 
     async def run(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Start, serve until the trigger completes (default: SIGTERM/SIGINT), then stop. SIGHUP reloads."""
@@ -145,7 +161,7 @@ class App:
         await self.stop()
 
     def install_signal_handlers(self, stop: Callable[[], None] | None = None) -> None:
-        """SIGHUP reloads (config file + changed plugins; the outcome goes to the log); SIGTERM/SIGINT stop."""
+        """SIGHUP reloads (config file + changed plugins; the outcome goes to the log); TERM/INT stop."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload(trigger="sighup")))
         if stop is not None:
@@ -230,7 +246,9 @@ class App:
                 report = ReloadReport(False, error=str(exc))
             except Exception as exc:  # a bug, not a bad plugin: say so, keep serving
                 log.exception("server.reload_crashed", trigger=trigger)
-                report = ReloadReport(False, error=f"internal error: {type(exc).__name__}: {exc} (see the log)")
+                report = ReloadReport(
+                    False, error=f"internal error: {type(exc).__name__}: {exc} (see the log)"
+                )
             report.seconds = time.perf_counter() - started
             report.blocking_seconds = self.plugins.last_blocking
             report.trigger = trigger
@@ -277,7 +295,9 @@ class App:
         section_keys = {f.name for f in dataclasses.fields(new.plugins)}
         options = {k.split(".", 1)[1] for k, _ in changes if k.startswith("plugins.") and k.count(".") == 1}
         options -= section_keys
-        reload_names = [n for n in loaded if n not in removed and (n in options or self.plugins.is_changed(n))]
+        reload_names = [
+            n for n in loaded if n not in removed and (n in options or self.plugins.is_changed(n))
+        ]
         targets = [n for n in self.plugins.with_dependents(reload_names) if n not in removed]
         opened = await self._open_listeners(new)
         try:
@@ -350,7 +370,9 @@ class App:
     def policy(self) -> StreamPolicy:
         """The stream policy for a new connection (rebuilt on every reload)."""
         assert self._policy is not None
-        if self._policy.allow_registration != (self.config.auth.allow_registration and "register" in self.plugins.loaded):
+        if self._policy.allow_registration != (
+            self.config.auth.allow_registration and "register" in self.plugins.loaded
+        ):
             self._policy = self._build_policy(self.config)
         return self._policy
 
@@ -380,7 +402,9 @@ class App:
                         kind == "direct_tls",
                     )
                 except OSError as exc:
-                    raise ConfigError(f"listeners.{kind}[{index}]: cannot listen on {addr}: {exc.strerror or exc}") from None
+                    raise ConfigError(
+                        f"listeners.{kind}[{index}]: cannot listen on {addr}: {exc.strerror or exc}"
+                    ) from None
                 opened[(kind, addr)] = server
                 log.info("listener.started", kind=kind, address=addr)
         except BaseException:
@@ -409,7 +433,9 @@ class App:
                 with socket.create_server((host, port), reuse_port=False) as probe:
                     probe.close()
             except OSError as exc:
-                raise ConfigError(f"listeners.http[{index}]: cannot listen on {addr}: {exc.strerror or exc}") from None
+                raise ConfigError(
+                    f"listeners.http[{index}]: cannot listen on {addr}: {exc.strerror or exc}"
+                ) from None
 
     async def _sync_http(self) -> None:
         if self.http is None:

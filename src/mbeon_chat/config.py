@@ -313,12 +313,14 @@ def how_applied(key: str) -> str | None:
     section, _, name = key.partition(".")
     if section == "plugins" and name not in {f.name for f in dataclasses.fields(PluginsSection)}:
         return "plugin reloaded with the new options"
-    for f in dataclasses.fields(Config):
-        if f.name == section and dataclasses.is_dataclass(f.default_factory):  # type: ignore[misc]
-            for sub in dataclasses.fields(f.default_factory):  # type: ignore[misc,arg-type]
-                if sub.name == name:
-                    note = sub.metadata.get("note")
-                    return str(note) if note else None
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    cls = typing.get_type_hints(Config).get(section) if section in sections else None
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    for sub in dataclasses.fields(cls):
+        if sub.name == name:
+            note = sub.metadata.get("note")
+            return str(note) if note else None
     return None
 
 

@@ -33,8 +33,11 @@ def to_toml(data: dict[str, Any]) -> str:
     lines: list[str] = []
 
     def table(prefix: str, values: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in values.items() if not isinstance(v, dict) or k in ("replies", "notices",
-                                                                                        "mark_prefix")}
+        scalars = {
+            k: v
+            for k, v in values.items()
+            if not isinstance(v, dict) or k in ("replies", "notices", "mark_prefix")
+        }
         lines.append(f"[{prefix}]")
         lines.extend(f"{json.dumps(k)} = {toml_value(v)}" for k, v in scalars.items())
         for k, v in values.items():
@@ -54,7 +57,11 @@ class ConfigFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.base = {
             "server": {"data_dir": str(tmp / "var"), "admins": ["alice@localhost"]},
-            "listeners": {"starttls": ["127.0.0.1:0"], "direct_tls": ["127.0.0.1:0"], "http": ["127.0.0.1:0"]},
+            "listeners": {
+                "starttls": ["127.0.0.1:0"],
+                "direct_tls": ["127.0.0.1:0"],
+                "http": ["127.0.0.1:0"],
+            },
             "log": {"level": "warning"},
             "plugins": {"site_dirs": [str(site_dir), str(SITE_PLUGINS)]},
         }

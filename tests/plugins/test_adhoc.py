@@ -1,4 +1,4 @@
-"""XEP-0050 ad-hoc commands: listing and execution gated by ``allowed``, multi-step sessions, admin commands."""
+"""XEP-0050 ad-hoc commands: listing and execution gated by ``allowed``, multi-step sessions, admin ones."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ async def test_admin_sees_and_runs_admin_commands_non_admin_is_forbidden(tmp_pat
             assert {"ping", "adhoc", "admin_commands"} <= set(names)
 
             info = await alice.plugin["xep_0030"].get_info(jid=srv.domain, node="reload")
-            assert ("automation", "command-node", None, "Reload configuration or a plugin") in info["disco_info"][
-                "identities"
-            ]
+            assert ("automation", "command-node", None, "Reload configuration or a plugin") in info[
+                "disco_info"
+            ]["identities"]
         finally:
             await disconnect(alice, bob)
 
@@ -80,7 +80,9 @@ async def test_multi_step_reload_command_reports_the_plugins_reloaded(tmp_path):
 
             # the session is gone once completed
             with pytest.raises(IqError) as err:
-                await alice.plugin["xep_0050"].send_command(srv.domain, "reload", action="complete", sessionid=sid)
+                await alice.plugin["xep_0050"].send_command(
+                    srv.domain, "reload", action="complete", sessionid=sid
+                )
             assert err.value.condition == "bad-request"
         finally:
             await disconnect(alice)
@@ -93,7 +95,11 @@ async def test_plugin_status_and_cancel(tmp_path):
             first = await alice.plugin["xep_0050"].send_command(srv.domain, "plugin-status")
             sid = first["command"]["sessionid"]
             done = await alice.plugin["xep_0050"].send_command(
-                srv.domain, "plugin-status", action="complete", sessionid=sid, payload=submit({"plugin": "adhoc"})
+                srv.domain,
+                "plugin-status",
+                action="complete",
+                sessionid=sid,
+                payload=submit({"plugin": "adhoc"}),
             )
             values = done["command"]["form"].get_values()
             assert values["state"] == "loaded" and values["source"] == "built-in"

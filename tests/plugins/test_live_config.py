@@ -9,14 +9,13 @@ import asyncio
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
+from reload_kit import ConfigFile, counter_source, write_plugin
 
 from clients import Client, connect, disconnect
 from harness import RunningServer, running_server
 from mbeon_chat.transport.tls import ensure_self_signed
-from reload_kit import ConfigFile, counter_source, write_plugin
 
 PLUGINS = ["ping", "adhoc", "admin_commands"]
 HEADER = (
@@ -43,7 +42,7 @@ def der(cert_path: Path) -> bytes:
 
 
 async def direct_tls_cert(port: int, sni: str | None) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=insecure(), server_hostname=sni)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=insecure(), server_hostname=sni)
     try:
         cert: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         return cert
@@ -87,7 +86,9 @@ def site(tmp_path: Path) -> Path:
     return d
 
 
-async def test_new_limits_reach_new_connections_and_open_sessions_keep_working(tmp_path: Path, site: Path) -> None:
+async def test_new_limits_reach_new_connections_and_open_sessions_keep_working(
+    tmp_path: Path, site: Path
+) -> None:
     cfg = ConfigFile(tmp_path, site, {"plugins": {"enabled": PLUGINS}})
     async with running_server(tmp_path, config_path=cfg.path) as srv:
         old_a = await connect(srv, "alice", "old", get_roster=False, send_presence=False)
@@ -123,7 +124,12 @@ async def test_a_new_certificate_applies_to_new_connections_without_closing_open
             new_cert_path, new_key_path = ensure_self_signed(tmp_path / "renewed", "localhost")
             new_cert = der(new_cert_path)
             assert new_cert != old_cert
-            cfg.write({"plugins": {"enabled": PLUGINS}, "tls": {"cert": str(new_cert_path), "key": str(new_key_path)}})
+            cfg.write(
+                {
+                    "plugins": {"enabled": PLUGINS},
+                    "tls": {"cert": str(new_cert_path), "key": str(new_key_path)},
+                }
+            )
             report = await srv.app.reload()
             assert report.ok, report.error
             assert "applied: tls.cert (new connections; open ones keep their TLS session)" in report.lines()
@@ -158,8 +164,11 @@ async def test_listeners_come_and_go_without_touching_sessions(tmp_path: Path, s
         bob = await connect(srv, "bob", direct_tls=True, get_roster=False, send_presence=False)
         try:
             port = free_port()
-            listeners = {"starttls": ["127.0.0.1:0", f"127.0.0.1:{port}"], "direct_tls": ["127.0.0.1:0"],
-                         "http": ["127.0.0.1:0"]}
+            listeners = {
+                "starttls": ["127.0.0.1:0", f"127.0.0.1:{port}"],
+                "direct_tls": ["127.0.0.1:0"],
+                "http": ["127.0.0.1:0"],
+            }
             cfg.write({"plugins": {"enabled": PLUGINS}, "listeners": listeners})
             report = await app.reload()
             assert report.ok and "listeners.starttls" in report.applied
@@ -188,7 +197,9 @@ async def test_listeners_come_and_go_without_touching_sessions(tmp_path: Path, s
             assert not report.ok
             assert report.error.startswith(f"listeners.direct_tls[1]: cannot listen on 127.0.0.1:{busy}")
             assert app.config is before and app.config.log.level == "warning"
-            assert sorted(app.listeners) == sorted([("starttls", f"127.0.0.1:{port}"), ("direct_tls", "127.0.0.1:0")])
+            assert sorted(app.listeners) == sorted(
+                [("starttls", f"127.0.0.1:{port}"), ("direct_tls", "127.0.0.1:0")]
+            )
             await exchange(srv, bob, alice, "all still here")
         finally:
             await disconnect(alice, bob)
@@ -218,5 +229,3 @@ async def test_file_watching_reloads_a_changed_plugin(tmp_path: Path, site: Path
         write_plugin(site, "counter", counter_source(3))
         await asyncio.sleep(2.5)
         assert app.ctx.exports["counter"]["generation"] == 2
-
-

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import structlog
+from reload_kit import COUNTER_VIEW, ConfigFile, admin_request, counter_source, write_plugin
 from slixmpp.plugins.xep_0004 import Form as SlixForm
 
 from clients import connect, disconnect
 from harness import running_server
 from mbeon_chat.admin import send_admin_command
-from reload_kit import COUNTER_VIEW, ConfigFile, admin_request, counter_source, write_plugin
 
 PLUGINS = ["ping", "adhoc", "admin_commands", "counter"]
 
@@ -67,7 +67,11 @@ async def sighup_reload(app: Any) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def expect_error_everywhere(
-    cli_rc: int, cli_err: str, adhoc_notes: list[tuple[str, str]], hup_logs: list[dict[str, Any]], fragment: str
+    cli_rc: int,
+    cli_err: str,
+    adhoc_notes: list[tuple[str, str]],
+    hup_logs: list[dict[str, Any]],
+    fragment: str,
 ) -> None:
     cli_lines = [line for line in cli_err.splitlines() if line.startswith("reload failed, nothing changed: ")]
     assert cli_rc == 1 and cli_lines and fragment in cli_lines[0], cli_err
@@ -95,8 +99,9 @@ async def test_a_broken_plugin_or_config_leaves_the_old_version_running_and_says
                 line = counter_source(2).count("\n") + 2
                 fragment = f"{path}:{line}: syntax error"
             elif breakage == "setup":
-                source = counter_source(2).replace("    state = api.restore(1)\n",
-                                                   "    raise RuntimeError('no database')\n")
+                source = counter_source(2).replace(
+                    "    state = api.restore(1)\n", "    raise RuntimeError('no database')\n"
+                )
                 path.write_text(source)
                 line = source.splitlines().index("    raise RuntimeError('no database')") + 1
                 fragment = f"{path}:{line}: setup() failed: RuntimeError: no database"
@@ -111,8 +116,11 @@ async def test_a_broken_plugin_or_config_leaves_the_old_version_running_and_says
             # 1. the admin socket, as `mbeon-chat reload` (a plugin reload when the code broke)
             plugin = "counter" if breakage in ("syntax", "setup") else None
             capsys.readouterr()
-            rc = await asyncio.to_thread(send_admin_command, cfg.load() if breakage != "config" else old_config,
-                                         {"op": "reload", "plugin": plugin})
+            rc = await asyncio.to_thread(
+                send_admin_command,
+                cfg.load() if breakage != "config" else old_config,
+                {"op": "reload", "plugin": plugin},
+            )
             cli_err = capsys.readouterr().err
             # 2. the ad-hoc command, as an admin
             notes = await adhoc_reload(alice, srv.domain, plugin or "")
@@ -136,12 +144,16 @@ async def test_a_broken_plugin_or_config_leaves_the_old_version_running_and_says
             assert report.ok, report.error
             assert "counter" in report.plugins
             new = app.ctx.exports["counter"]
-            assert new is not counter and new["generation"] == 3 and new["messages"] == 6 and new["loads"] == 2
+            assert (
+                new is not counter and new["generation"] == 3 and new["messages"] == 6 and new["loads"] == 2
+            )
         finally:
             await disconnect(alice, bob)
 
 
-async def test_state_survives_reloads_and_dependents_follow_their_dependency(tmp_path: Path, site: Path) -> None:
+async def test_state_survives_reloads_and_dependents_follow_their_dependency(
+    tmp_path: Path, site: Path
+) -> None:
     write_plugin(site, "counter_view", COUNTER_VIEW)
     cfg = ConfigFile(tmp_path, site, {"plugins": {"enabled": [*PLUGINS, "counter_view"]}})
     async with running_server(tmp_path, config_path=cfg.path) as srv:
@@ -181,10 +193,21 @@ async def test_unload_and_load_at_run_time(tmp_path: Path, site: Path, capsys: A
             config = cfg.load()
             # refused while a loaded plugin depends on it
             capsys.readouterr()
-            assert await asyncio.to_thread(send_admin_command, config, {"op": "unload", "plugin": "counter"}) == 1
+            assert (
+                await asyncio.to_thread(send_admin_command, config, {"op": "unload", "plugin": "counter"})
+                == 1
+            )
             assert "'counter_view' depends on it" in capsys.readouterr().err
-            assert await asyncio.to_thread(send_admin_command, config, {"op": "unload", "plugin": "counter_view"}) == 0
-            assert await asyncio.to_thread(send_admin_command, config, {"op": "unload", "plugin": "counter"}) == 0
+            assert (
+                await asyncio.to_thread(
+                    send_admin_command, config, {"op": "unload", "plugin": "counter_view"}
+                )
+                == 0
+            )
+            assert (
+                await asyncio.to_thread(send_admin_command, config, {"op": "unload", "plugin": "counter"})
+                == 0
+            )
             assert "plugin unloaded: counter" in capsys.readouterr().out
             assert "counter" not in app.ctx.exports
             assert not any(r.owner == "counter" for r in app.hooks.handlers("message/full"))
@@ -197,12 +220,16 @@ async def test_unload_and_load_at_run_time(tmp_path: Path, site: Path, capsys: A
             # a config reload does not bring it back: run-time changes stay until the config changes them
             assert (await app.reload()).ok and "counter" not in app.plugins.loaded
 
-            assert await asyncio.to_thread(send_admin_command, config, {"op": "load", "plugin": "counter"}) == 0
+            assert (
+                await asyncio.to_thread(send_admin_command, config, {"op": "load", "plugin": "counter"}) == 0
+            )
             assert "plugin loaded: counter" in capsys.readouterr().out
             await send_and_count(srv, alice, bob, 2)
             assert app.ctx.exports["counter"]["messages"] == 2 and app.ctx.exports["counter"]["loads"] == 1
 
-            assert await asyncio.to_thread(send_admin_command, config, {"op": "load", "plugin": "nosuch"}) == 1
+            assert (
+                await asyncio.to_thread(send_admin_command, config, {"op": "load", "plugin": "nosuch"}) == 1
+            )
             assert "plugin 'nosuch' not found" in capsys.readouterr().err
         finally:
             await disconnect(alice, bob)
@@ -212,12 +239,18 @@ async def test_enabled_plugins_and_restart_only_keys_are_reported_per_key(tmp_pa
     cfg = ConfigFile(tmp_path, site, {"plugins": {"enabled": PLUGINS}})
     async with running_server(tmp_path, config_path=cfg.path) as srv:
         app = srv.app
-        cfg.write({
-            "plugins": {"enabled": [p for p in PLUGINS if p != "ping"] + ["content_rule"]},
-            "server": {"data_dir": cfg.base["server"]["data_dir"], "admins": ["bob@localhost"], "domain": "other"},
-            "log": {"level": "debug"},
-            "limits": {"max_stanza_size": 65536},
-        })
+        cfg.write(
+            {
+                "plugins": {"enabled": [p for p in PLUGINS if p != "ping"] + ["content_rule"]},
+                "server": {
+                    "data_dir": cfg.base["server"]["data_dir"],
+                    "admins": ["bob@localhost"],
+                    "domain": "other",
+                },
+                "log": {"level": "debug"},
+                "limits": {"max_stanza_size": 65536},
+            }
+        )
         report = await app.reload()
         assert report.ok, report.error
         lines = report.lines()

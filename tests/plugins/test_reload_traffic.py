@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reload_kit import ConfigFile, admin_request, counter_source, write_plugin
+
 from clients import connect, disconnect
 from harness import running_server
-from reload_kit import ConfigFile, admin_request, counter_source, write_plugin
 
 PAIRS = 4
 RELOADS = 100  # half plugin reloads, half config-file reloads (each also reloads plugins: options changed)
@@ -67,9 +68,13 @@ async def test_reloads_under_continuous_traffic_lose_and_drop_nothing(tmp_path: 
 
         idle: dict[str, list[float]] = {"plugin": [], "config": []}
         for k in range(10):
-            idle["plugin"].append((await admin_request(app.config, {"op": "reload", "plugin": "counter"}))["seconds"])
+            idle["plugin"].append(
+                (await admin_request(app.config, {"op": "reload", "plugin": "counter"}))["seconds"]
+            )
             cfg.write({"plugins": {"enabled": ENABLED, **plugin_options(1000 + k)}})
-            idle["config"].append((await admin_request(app.config, {"op": "reload", "plugin": None}))["seconds"])
+            idle["config"].append(
+                (await admin_request(app.config, {"op": "reload", "plugin": None}))["seconds"]
+            )
         loads_before = app.ctx.exports["counter"]["loads"]
 
         pumps = [asyncio.create_task(pump(i)) for i in range(PAIRS)]
@@ -84,8 +89,13 @@ async def test_reloads_under_continuous_traffic_lose_and_drop_nothing(tmp_path: 
                     command: dict[str, Any] = {"op": "reload", "plugin": "counter"}
                 else:
                     limits = {"max_stanza_size": 131072 if k % 4 else 262144}
-                    cfg.write({"plugins": {"enabled": ENABLED, **plugin_options(k)}, "limits": limits,
-                               "log": {"level": "error" if k % 4 else "warning"}})
+                    cfg.write(
+                        {
+                            "plugins": {"enabled": ENABLED, **plugin_options(k)},
+                            "limits": limits,
+                            "log": {"level": "error" if k % 4 else "warning"},
+                        }
+                    )
                     command = {"op": "reload", "plugin": None}
                 started = time.perf_counter()
                 answer = await admin_request(app.config, command)

@@ -24,16 +24,18 @@ from mbeon_chat.plugin.api import PluginAPI
 from mbeon_chat.xmpp import ns
 from mbeon_chat.xmpp.element import Element
 from mbeon_chat.xmpp.errors import StanzaCondition, StanzaError
-from mbeon_chat.xmpp.forms import X as FORM_X
 from mbeon_chat.xmpp.forms import Form, FormError
 from mbeon_chat.xmpp.jid import JID
 from mbeon_chat.xmpp.stanza import Stanza
 
 DEPENDS = ()
 NODE = ns.COMMANDS
-COMMAND = "{%s}command" % ns.COMMANDS
-DISCO_INFO = "{%s}query" % ns.DISCO_INFO
-DISCO_ITEMS = "{%s}query" % ns.DISCO_ITEMS
+_CMD = "{" + ns.COMMANDS + "}"
+_INFO = "{" + ns.DISCO_INFO + "}"
+_ITEMS = "{" + ns.DISCO_ITEMS + "}"
+COMMAND = _CMD + "command"
+DISCO_INFO = _INFO + "query"
+DISCO_ITEMS = _ITEMS + "query"
 ACTIONS = ("execute", "next", "prev", "complete", "cancel")
 STATUSES = ("executing", "completed", "canceled")
 NOTE_TYPES = ("info", "warn", "error")
@@ -95,7 +97,9 @@ class Response:
         return cls("completed", form, [Note(text)] if text else [])
 
     @classmethod
-    def ask(cls, form: Form, *, actions: tuple[str, ...] = ("complete",), note: str | None = None) -> Response:
+    def ask(
+        cls, form: Form, *, actions: tuple[str, ...] = ("complete",), note: str | None = None
+    ) -> Response:
         return cls("executing", form, [Note(note)] if note else [], actions)
 
     @classmethod
@@ -107,14 +111,31 @@ class Response:
         return cls("canceled", None, [Note(text)] if text else [])
 
 
+_Request = Request
+
+
 class Command:
     """A registered command; callable only so that it can sit in a hook chain (it does nothing there)."""
 
     __slots__ = ("allowed", "handler", "jid", "name", "node", "plugin")
 
-    def __init__(self, node: str, name: str, handler: Callable[..., Any], allowed: Callable[[JID], bool], jid: str,
-                 plugin: str) -> None:
-        self.node, self.name, self.handler, self.allowed, self.jid, self.plugin = node, name, handler, allowed, jid, plugin
+    def __init__(
+        self,
+        node: str,
+        name: str,
+        handler: Callable[..., Any],
+        allowed: Callable[[JID], bool],
+        jid: str,
+        plugin: str,
+    ) -> None:
+        self.node, self.name, self.handler, self.allowed, self.jid, self.plugin = (
+            node,
+            name,
+            handler,
+            allowed,
+            jid,
+            plugin,
+        )
 
     def __call__(self, *args: Any) -> None:
         return None
@@ -134,7 +155,7 @@ class _Session:
 
 
 def _error(condition: StanzaCondition, text: str | None = None, specific: str | None = None) -> StanzaError:
-    app = Element("{%s}%s" % (ns.COMMANDS, specific)) if specific else None
+    app = Element(_CMD + specific) if specific else None
     return StanzaError(condition, text, app_condition=app)
 
 
@@ -167,7 +188,7 @@ class AdHoc:
         api: PluginAPI,
         node: str,
         name: str,
-        handler: Callable[[Request], Any],
+        handler: Callable[[_Request], Any],
         *,
         allowed: Callable[[JID], bool],
         jid: str | JID | None = None,
@@ -188,7 +209,8 @@ class AdHoc:
         for other in [*live, *pending]:
             if getattr(other, "jid", None) == target and getattr(other, "node", None) == node:
                 raise ValueError(
-                    f"ad-hoc command {node!r} at {target} is already offered by plugin {getattr(other, 'plugin', '?')!r}"
+                    f"ad-hoc command {node!r} at {target} is already offered by plugin "
+                    f"{getattr(other, 'plugin', '?')!r}"
                 )
         api.on(EVENT, Command(node, name, handler, allowed, target, api.name))
 
@@ -203,9 +225,9 @@ class AdHoc:
         return out  # type: ignore[return-value]
 
     def disco_items(self, jid: str | JID | None, requester: JID) -> list[Element]:
-        """``<item jid node name/>`` for each command ``requester`` may see (for a component's disco#items)."""
+        """``<item jid node name/>`` for each command ``requester`` may see (a component's disco#items)."""
         return [
-            Element("{%s}item" % ns.DISCO_ITEMS, {"jid": c.jid, "node": c.node, "name": c.name})
+            Element(_ITEMS + "item", {"jid": c.jid, "node": c.node, "name": c.name})
             for c in self._live().commands(jid, requester)
         ]
 
@@ -237,9 +259,11 @@ class AdHoc:
             if query.tag == DISCO_ITEMS:
                 result.children.extend(self.disco_items(target, stanza.from_))
             else:
-                result.add("{%s}identity" % ns.DISCO_INFO, {"category": "automation", "type": "command-list",
-                                                           "name": "Commands"})
-                result.add("{%s}feature" % ns.DISCO_INFO, {"var": ns.COMMANDS})
+                result.add(
+                    _INFO + "identity",
+                    {"category": "automation", "type": "command-list", "name": "Commands"},
+                )
+                result.add(_INFO + "feature", {"var": ns.COMMANDS})
             return stanza.result(result)
         cmd = self._find(target, node) if node else None
         if cmd is None:
@@ -248,10 +272,12 @@ class AdHoc:
             raise _error(StanzaCondition.FORBIDDEN)
         result = Element(query.tag, {"node": cmd.node})
         if query.tag == DISCO_INFO:
-            result.add("{%s}identity" % ns.DISCO_INFO, {"category": "automation", "type": "command-node",
-                                                       "name": cmd.name})
-            result.add("{%s}feature" % ns.DISCO_INFO, {"var": ns.COMMANDS})
-            result.add("{%s}feature" % ns.DISCO_INFO, {"var": ns.DATA_FORMS})
+            result.add(
+                _INFO + "identity",
+                {"category": "automation", "type": "command-node", "name": cmd.name},
+            )
+            result.add(_INFO + "feature", {"var": ns.COMMANDS})
+            result.add(_INFO + "feature", {"var": ns.DATA_FORMS})
         return stanza.result(result)
 
     # --- execution -----------------------------------------------------------------------------------
@@ -285,12 +311,19 @@ class AdHoc:
         self._expire()
         if sessionid:
             session = self._sessions.get(sessionid)
-            if session is None or session.owner != str(requester) or session.node != node or session.target != target:
+            if (
+                session is None
+                or session.owner != str(requester)
+                or session.node != node
+                or session.target != target
+            ):
                 raise _error(StanzaCondition.BAD_REQUEST, "unknown or expired session", "bad-sessionid")
             if action == "execute":
                 action = session.actions[0] if session.actions else "complete"
             elif action != "cancel" and action not in session.actions:
-                raise _error(StanzaCondition.BAD_REQUEST, f"action {action!r} is not offered now", "bad-action")
+                raise _error(
+                    StanzaCondition.BAD_REQUEST, f"action {action!r} is not offered now", "bad-action"
+                )
         else:
             if action != "execute":
                 raise _error(StanzaCondition.BAD_REQUEST, "start a command with execute", "bad-action")
@@ -303,7 +336,7 @@ class AdHoc:
         except FormError as exc:
             raise _error(StanzaCondition.BAD_REQUEST, str(exc), "bad-payload") from None
         values = submitted.values() if submitted is not None and submitted.type == "submit" else None
-        lang = stanza.el.get("{%s}lang" % ns.XML)
+        lang = stanza.el.get("{" + ns.XML + "}lang")
         request = Request(requester, stanza.to, node, action, values, session.data, sessionid, lang, origin)
         try:
             result = cmd.handler(request)
@@ -316,21 +349,23 @@ class AdHoc:
         except Exception:
             self._sessions.pop(sessionid, None)
             self._api.log.exception("adhoc.command_failed", node=node, owner=cmd.plugin)
-            raise _error(StanzaCondition.INTERNAL_SERVER_ERROR, "the command failed; the server log has details")
+            raise _error(
+                StanzaCondition.INTERNAL_SERVER_ERROR, "the command failed; the server log has details"
+            ) from None
         session.data["_step"] = session.data.get("_step", 0) + 1
         reply = Element(COMMAND, {"node": node, "sessionid": sessionid, "status": response.status})
         if response.status == "executing":
             actions = tuple(a for a in response.actions if a in ("prev", "next", "complete")) or ("complete",)
             session.actions, session.last = actions, time.monotonic()
             self._sessions[sessionid] = session
-            acts = reply.add("{%s}actions" % ns.COMMANDS, {"execute": actions[0]})
+            acts = reply.add(_CMD + "actions", {"execute": actions[0]})
             for a in ("prev", "next", "complete"):
                 if a in actions:
-                    acts.add("{%s}%s" % (ns.COMMANDS, a))
+                    acts.add(_CMD + a)
         else:
             self._sessions.pop(sessionid, None)
         for note in response.notes:
-            reply.add("{%s}note" % ns.COMMANDS, {"type": note.type}, note.text)
+            reply.add(_CMD + "note", {"type": note.type}, note.text)
         if response.form is not None:
             reply.append(response.form.to_element() if isinstance(response.form, Form) else response.form)
         return stanza.result(reply)
@@ -400,8 +435,14 @@ def setup(api: PluginAPI) -> None:
 
     def save() -> dict[str, Any]:
         sessions = {
-            sid: {"node": s.node, "target": s.target, "owner": s.owner, "data": s.data, "actions": s.actions,
-                  "last": s.last}
+            sid: {
+                "node": s.node,
+                "target": s.target,
+                "owner": s.owner,
+                "data": s.data,
+                "actions": s.actions,
+                "last": s.last,
+            }
             for sid, s in adhoc._sessions.items()
         }
         return {"version": 1, "sessions": sessions}

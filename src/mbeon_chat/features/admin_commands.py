@@ -32,8 +32,12 @@ def setup(api: PluginAPI) -> None:
             return Response.canceled()
         if request.form is None:
             loaded = sorted(control().app.plugins.loaded)
-            form = Form("form", "Reload", "Reload the configuration file and every changed plugin, or one plugin "
-                        "(with the plugins that depend on it). On any error nothing changes.")
+            form = Form(
+                "form",
+                "Reload",
+                "Reload the configuration file and every changed plugin, or one plugin "
+                "(with the plugins that depend on it). On any error nothing changes.",
+            )
             form.add_field(
                 "plugin",
                 "list-single",
@@ -51,17 +55,25 @@ def setup(api: PluginAPI) -> None:
     def list_plugins(request: Any) -> Any:
         entries = control().plugin_status()
         form = Form("result", "Plugins")
-        form.set_reported(("name", "Plugin"), ("state", "State"), ("source", "Source"), ("version", "Version"),
-                          ("enabled", "In config"), ("last_error", "Last error"))
+        form.set_reported(
+            ("name", "Plugin"),
+            ("state", "State"),
+            ("source", "Source"),
+            ("version", "Version"),
+            ("enabled", "In config"),
+            ("last_error", "Last error"),
+        )
         for e in entries:
-            form.add_item({
-                "name": e["name"],
-                "state": e["state"] + (" (changed on disk)" if e.get("changed_on_disk") else ""),
-                "source": e.get("source") or "",
-                "version": str(e.get("version", "")),
-                "enabled": "yes" if e["enabled"] else "no",
-                "last_error": e.get("last_error") or "",
-            })
+            form.add_item(
+                {
+                    "name": e["name"],
+                    "state": e["state"] + (" (changed on disk)" if e.get("changed_on_disk") else ""),
+                    "source": e.get("source") or "",
+                    "version": str(e.get("version", "")),
+                    "enabled": "yes" if e["enabled"] else "no",
+                    "last_error": e.get("last_error") or "",
+                }
+            )
         loaded = sum(1 for e in entries if e["state"] == "loaded")
         return Response("completed", form, [Note(f"{loaded} of {len(entries)} plugins loaded")])
 
@@ -78,8 +90,20 @@ def setup(api: PluginAPI) -> None:
             return Response.fail(f"no plugin {name!r}")
         (e,) = control().plugin_status(name)
         form = Form("result", f"Plugin {name}")
-        for key in ("name", "state", "source", "path", "version", "enabled", "changed_on_disk", "hooks",
-                    "iq_handlers", "timers", "tasks", "last_error"):
+        for key in (
+            "name",
+            "state",
+            "source",
+            "path",
+            "version",
+            "enabled",
+            "changed_on_disk",
+            "hooks",
+            "iq_handlers",
+            "timers",
+            "tasks",
+            "last_error",
+        ):
             if key in e:
                 form.add_field(key, "text-single", label=key.replace("_", " "), value=_text(e[key]))
         for key in ("depends", "dependents", "components"):

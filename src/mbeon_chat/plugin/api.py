@@ -130,8 +130,10 @@ class PluginAPI:
     def on(self, event: str, handler: Handler, priority: int = 0) -> None:
         self.reg.hooks.append(Registration(event, handler, priority, self.name))
 
-    def on_iq(self, type_: str, namespace: str, name: str, handler: IqHandler, *, target: str = "host") -> None:
-        """Handle iq get/set whose payload is ``{namespace}name`` sent to the host, an account's bare JID, or both."""
+    def on_iq(
+        self, type_: str, namespace: str, name: str, handler: IqHandler, *, target: str = "host"
+    ) -> None:
+        """Handle iq get/set with payload ``{namespace}name`` to the host, an account's bare JID, or both."""
         targets = ("host", "account") if target == "both" else (target,)
         for t in targets:
             self.reg.iqs[(t, type_, "{%s}%s" % (namespace, name))] = handler
@@ -139,7 +141,9 @@ class PluginAPI:
     def add_feature(self, var: str, *, target: str = "host") -> None:
         self.reg.features.setdefault(target, set()).add(var)
 
-    def add_identity(self, category: str, type_: str, name: str | None = None, *, target: str = "host") -> None:
+    def add_identity(
+        self, category: str, type_: str, name: str | None = None, *, target: str = "host"
+    ) -> None:
         self.reg.identities.setdefault(target, []).append(Identity(category, type_, name))
 
     def add_component(self, domain: str, component: Component, name: str | None = None) -> None:

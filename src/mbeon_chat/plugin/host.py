@@ -176,12 +176,16 @@ class PluginHost:
         overlay: dict[str, Any] = {}
         live_config = self.ctx.config
         if config is not None:
-            self.ctx.config = config  # setup() sees the configuration it will run with (no await until the swap)
+            self.ctx.config = (
+                config  # setup() sees the configuration it will run with (no await until the swap)
+            )
         try:
             staged = self._stage(load, unload, config, overlay)
         finally:
             self.ctx.config = live_config
-        old = [self.loaded[p.name] for p in staged if p.name in self.loaded] + [self.loaded[n] for n in unload]
+        old = [self.loaded[p.name] for p in staged if p.name in self.loaded] + [
+            self.loaded[n] for n in unload
+        ]
         replaced = {p.name for p in staged} & set(self.loaded)
         # --- the swap: synchronous, no await ---
         for name in unload:
@@ -242,7 +246,11 @@ class PluginHost:
 
     def status(self, name: str | None = None) -> list[dict[str, Any]]:
         """One dict per plugin (loaded ones and, unless ``name`` is given, the ones found on disk)."""
-        names = [name] if name is not None else sorted(set(self.loaded) | set(self.available()) | set(self.records))
+        names = (
+            [name]
+            if name is not None
+            else sorted(set(self.loaded) | set(self.available()) | set(self.records))
+        )
         out = []
         for n in names:
             plugin = self.loaded.get(n)
@@ -334,10 +342,14 @@ class PluginHost:
             raise PluginError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}", name) from None
         except Exception as exc:
             _forget_module(module)
-            raise PluginError(f"{_where(exc, path)}: import failed: {type(exc).__name__}: {exc}", name) from None
+            raise PluginError(
+                f"{_where(exc, path)}: import failed: {type(exc).__name__}: {exc}", name
+            ) from None
         return module
 
-    def _setup(self, imp: _Imported, overlay: dict[str, Any], config: Any, fresh: bool = False) -> LoadedPlugin:
+    def _setup(
+        self, imp: _Imported, overlay: dict[str, Any], config: Any, fresh: bool = False
+    ) -> LoadedPlugin:
         name, path, module = imp.name, imp.path, imp.module
         options_cls = getattr(module, "Options", None)
         raw = self._raw_options(name, config)
@@ -356,18 +368,24 @@ class PluginHost:
                     snapshot.update(save())
                 except Exception as exc:
                     where = _where(exc, previous.path)
-                    raise PluginError(f"{where}: saving state failed: {type(exc).__name__}: {exc}", name) from None
+                    raise PluginError(
+                        f"{where}: saving state failed: {type(exc).__name__}: {exc}", name
+                    ) from None
         api = PluginAPI(name, self.ctx, options, snapshot, overlay)
         try:
             result = module.setup(api)
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
-                raise PluginError(f"{path}: setup() must be synchronous; use api.add_task for async work", name)
+                raise PluginError(
+                    f"{path}: setup() must be synchronous; use api.add_task for async work", name
+                )
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"{_where(exc, path)}: setup() failed: {type(exc).__name__}: {exc}", name) from None
+            raise PluginError(
+                f"{_where(exc, path)}: setup() failed: {type(exc).__name__}: {exc}", name
+            ) from None
         return LoadedPlugin(name, path, module, api, imp.depends, imp.digest)
 
     def _raw_options(self, name: str, config: Any = None) -> dict[str, Any]:
@@ -380,13 +398,17 @@ class PluginHost:
         for name, imp in imported.items():
             for dep in imp.depends:
                 if dep not in final:
-                    raise PluginError(f"{imp.path}: plugin {name!r} depends on {dep!r}, which is not loaded", name)
+                    raise PluginError(
+                        f"{imp.path}: plugin {name!r} depends on {dep!r}, which is not loaded", name
+                    )
         for name, plugin in self.loaded.items():
             if name in unload or name in imported:
                 continue
             for dep in plugin.depends:
                 if dep in unload:
-                    raise PluginError(f"cannot unload {dep!r}: {name!r} depends on it (unload {name!r} first)", dep)
+                    raise PluginError(
+                        f"cannot unload {dep!r}: {name!r} depends on it (unload {name!r} first)", dep
+                    )
 
     def _check_conflicts(self, staged: list[LoadedPlugin], unload: list[str]) -> None:
         replaced = {p.name for p in staged} | set(unload)
@@ -402,13 +424,15 @@ class PluginHost:
                 if key in iq_owner:
                     _target, type_, tag = key
                     raise PluginError(
-                        f"plugin {plugin.name!r}: iq {type_} {tag} is already handled by {iq_owner[key]!r}", plugin.name
+                        f"plugin {plugin.name!r}: iq {type_} {tag} is already handled by {iq_owner[key]!r}",
+                        plugin.name,
                     )
                 iq_owner[key] = plugin.name
             for domain in reg.components:
                 if domain in domain_owner:
                     raise PluginError(
-                        f"plugin {plugin.name!r}: component {domain} belongs to {domain_owner[domain]!r}", plugin.name
+                        f"plugin {plugin.name!r}: component {domain} belongs to {domain_owner[domain]!r}",
+                        plugin.name,
                     )
                 domain_owner[domain] = plugin.name
 

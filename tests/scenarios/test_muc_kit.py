@@ -11,6 +11,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import StanzaPath
+
 from clients import Client, connect
 from harness import RunningServer
 
@@ -32,8 +35,11 @@ class Seen:
     def __init__(self, client: Client) -> None:
         self.items: list[Any] = []
         self.changed = asyncio.Event()
-        for event in ("groupchat_presence", "message", "message_error"):
-            client.add_event_handler(event, self._add)
+        client.add_event_handler("groupchat_presence", self._add)
+        # slixmpp's message events need a body, and error presence from a tracked room skips its presence
+        # events: take those stanzas straight from the stream.
+        client.register_handler(Callback("seen-messages", StanzaPath("message"), self._add))
+        client.register_handler(Callback("seen-errors", StanzaPath("presence@type=error"), self._add))
 
     def _add(self, stanza: Any) -> None:
         self.items.append(stanza)

@@ -33,6 +33,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mbeon_chat.app import App
+    from mbeon_chat.plugin.host import PluginError
     from mbeon_chat.storage.migrate import SchemaOutOfDate
 
     config = _load(args)
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = App(config, _config_path(args))
     try:
         asyncio.run(app.run())
-    except SchemaOutOfDate as exc:
+    except (SchemaOutOfDate, PluginError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot start: {exc}. Is another server already listening on these ports?")

@@ -421,3 +421,41 @@ async def test_a_plugin_reload_keeps_the_queue_and_the_pending_offers(tmp_path: 
         finally:
             await anna_bot.stop()
             await disconnect(anna, kid, other)
+
+
+async def test_admins_keep_counsellors_in_the_database(tmp_path: Path) -> None:
+    settings = {**overrides(), "server": {"admins": ["kid9@localhost"]}}
+    async with running_server(tmp_path, settings, users=USERS) as srv:
+        admin, kid, newcomer = [await connect(srv, n) for n in ("kid9", "kid0", "kid5")]
+        try:
+            condition, _ = await error_of(command(kid, "counsellor-set", {"jid": "kid5@localhost"}))
+            assert condition == "forbidden"
+            form = await command(admin, "counsellor-set")
+            assert {"jid", "languages", "topics", "capacity"} <= set(form_values(form))
+            condition, text = await error_of(
+                command(
+                    admin, "counsellor-set", {"jid": "kid5@localhost", "languages": "tlh", "capacity": "1"}
+                )
+            )
+            assert condition == "bad-request" and "tlh" in text
+            done = await command(admin, "counsellor-set", {"jid": "kid5@localhost", "languages": "en"})
+            assert done.get("status") == "completed"
+            condition, _ = await error_of(command(admin, "counsellor-remove", {"jid": "anna@localhost"}))
+            assert condition == "not-allowed"  # configured in the file, changed there
+
+            newcomer.send_presence()  # becomes available again: now as a counsellor
+            say(kid, "hello")
+            offer = await next_payload(newcomer, "offer")
+            assert offer.get("language") == "en"
+        finally:
+            await disconnect(admin, kid, newcomer)
+
+    async with running_server(tmp_path, settings, users=USERS) as srv:
+        conf = lifecycle(srv).state.counsellors["kid5@localhost"]
+        assert (conf.source, sorted(conf.languages), conf.capacity) == ("database", ["en"], 1)
+        admin = await connect(srv, "kid9")
+        try:
+            await command(admin, "counsellor-remove", {"jid": "kid5@localhost"})
+            assert "kid5@localhost" not in lifecycle(srv).state.counsellors
+        finally:
+            await disconnect(admin)

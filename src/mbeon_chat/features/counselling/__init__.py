@@ -176,5 +176,5 @@ def setup(api: PluginAPI) -> None:
     adhoc = api.plugin("adhoc")
     if adhoc is not None:
         service.adhoc = adhoc
-        commands.register(api, adhoc, service)
+        commands.register(api, adhoc, service, counsellor_from_options)
     api.add_component(jid.domain, service, name=options.name)

@@ -1,8 +1,9 @@
 """XEP-0050 ad-hoc commands of the counselling service, registered with the adhoc plugin.
 
 At ``counselling.<domain>``: everyone may run "request-help", "cancel-request" and "close"; only
-counsellors see and may run "accept", "decline", "transfer", "queue", "sessions" and "team" (anyone else
-gets ``forbidden``). Bad input raises :class:`StanzaError`, which the adhoc plugin sends as the iq error.
+counsellors see and may run "accept", "decline", "transfer", "queue", "sessions" and "team", and only
+server admins "counsellor-set" / "counsellor-remove" (the database list); anyone else gets
+``forbidden``. Bad input raises :class:`StanzaError`, which the adhoc plugin sends as the iq error.
 A command that needs a choice asks with a form on its first step; a client may also submit the form
 with the first ``execute`` to act at once.
 """
@@ -23,12 +24,15 @@ if TYPE_CHECKING:
     from mbeon_chat.plugin.api import PluginAPI
 
     from .service import CounsellingService
+    from .state import CounsellorConf
 
 C = StanzaCondition
 Handler = Callable[[Any], Any]
 
 
-def register(api: PluginAPI, adhoc: Any, service: CounsellingService) -> None:
+def register(
+    api: PluginAPI, adhoc: Any, service: CounsellingService, from_options: Callable[..., CounsellorConf]
+) -> None:
     lc = service.lc
     Response = adhoc.Response
 
@@ -181,6 +185,54 @@ def register(api: PluginAPI, adhoc: Any, service: CounsellingService) -> None:
 
         return show
 
+    # --- admins: the counsellor list in the database ----------------------------------------------------
+    async def set_counsellor(request: Any) -> Any:
+        opts = lc.options
+        form_in = request.form
+        if form_in is None or not choice(request, "jid"):
+            form = Form(
+                "form",
+                title="Add or change a counsellor",
+                instructions="Counsellors in the server configuration are changed there.",
+            )
+            form.add_field("jid", "jid-single", label="Account", required=True)
+            form.add_field(
+                "languages", "list-multi", label="Languages", options=list(opts.languages), required=True
+            )
+            form.add_field(
+                "topics", "list-multi", label="Topics (none: every topic)", options=list(opts.topics)
+            )
+            form.add_field("capacity", "text-single", label="Sessions at once", value="1", required=True)
+            return Response.ask(form)
+        capacity = choice(request, "capacity") or "1"
+        entry = {
+            "jid": choice(request, "jid"),
+            "languages": [v for v in form_in.get("languages", []) if v],
+            "topics": [v for v in form_in.get("topics", []) if v],
+            "capacity": int(capacity) if capacity.isdigit() else 0,
+        }
+        try:
+            conf = from_options(entry, opts, "counsellor")
+        except ValueError as exc:
+            raise StanzaError(C.BAD_REQUEST, str(exc)) from None
+        conf.source = "database"
+        await lc.set_counsellor(conf)
+        return Response.done(
+            f"{conf.jid} is a counsellor: {', '.join(sorted(conf.languages))}, capacity {conf.capacity}."
+        )
+
+    async def remove_counsellor(request: Any) -> Any:
+        target = choice(request, "jid")
+        if target is None:
+            listed = [c.jid for c in lc.state.counsellors.values() if c.source == "database"]
+            if not listed:
+                return Response.done("No counsellors are kept in the database.")
+            form = Form("form", title="Remove a counsellor")
+            form.add_field("jid", "list-single", label="Counsellor", options=listed, required=True)
+            return Response.ask(form)
+        await lc.remove_counsellor(target)
+        return Response.done(f"{target} is no longer a counsellor.")
+
     jid = service.jid
     for node, name, handler, allowed in (
         ("request-help", "Ask for help", request_help, anyone),
@@ -192,5 +244,7 @@ def register(api: PluginAPI, adhoc: Any, service: CounsellingService) -> None:
         ("queue", "Show the queue", table("queue"), counsellor),
         ("sessions", "Show running sessions", table("sessions"), counsellor),
         ("team", "Show the team", table("team"), counsellor),
+        ("counsellor-set", "Add or change a counsellor", set_counsellor, api.is_admin),
+        ("counsellor-remove", "Remove a counsellor", remove_counsellor, api.is_admin),
     ):
         adhoc.add_command(api, node, name, handler, allowed=allowed, jid=jid)

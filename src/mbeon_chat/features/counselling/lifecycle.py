@@ -19,8 +19,8 @@ from mbeon_chat.xmpp.errors import StanzaCondition, StanzaError
 from mbeon_chat.xmpp.jid import JID
 
 from . import policy, texts
-from .state import OfferState, RequestState, SessionState, State, short_id
-from .store import CounsellingStore, SessionRecord, entry
+from .state import CounsellorConf, OfferState, RequestState, SessionState, State, short_id
+from .store import CounsellingStore, CounsellorRecord, SessionRecord, entry
 
 C = StanzaCondition
 
@@ -427,6 +427,36 @@ class Lifecycle:
             await self.send(
                 texts.closed(self.service, s.counsellor, s, r, s.counsellor, "counsellor-offline")
             )
+            await self._rebalance()
+
+    # --- the counsellor list (admins) -------------------------------------------------------------------
+    async def set_counsellor(self, conf: CounsellorConf) -> None:
+        """Add or change a counsellor in the database table (those in the configuration cannot be changed)."""
+        async with self.lock:
+            current = self.state.counsellors.get(conf.jid)
+            if current is not None and current.source == "config":
+                raise StanzaError(
+                    C.NOT_ALLOWED, f"{conf.jid} is set in the server configuration; change it there"
+                )
+            record = CounsellorRecord(
+                conf.jid, tuple(sorted(conf.languages)), tuple(sorted(conf.topics)), conf.capacity
+            )
+            await self.store.put_counsellor(record, now_ms())
+            self.state.counsellors[conf.jid] = conf
+            await self._rebalance()
+
+    async def remove_counsellor(self, jid: str) -> None:
+        """Remove a counsellor of the database table; their running sessions go on, offers are withdrawn."""
+        async with self.lock:
+            current = self.state.counsellors.get(jid)
+            if current is None:
+                raise StanzaError(C.ITEM_NOT_FOUND, f"{jid} is not a counsellor")
+            if current.source == "config":
+                raise StanzaError(C.NOT_ALLOWED, f"{jid} is set in the server configuration; change it there")
+            await self.store.delete_counsellor(jid)
+            for o in [o for o in self.state.offers.values() if o.counsellor == jid]:
+                await self._withdraw_offer(o.request_id, "you are no longer on the counsellor list")
+            del self.state.counsellors[jid]
             await self._rebalance()
 
     # --- the policy at work -------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def _elements(draw: st.DrawFn, depth: int = 0) -> Element:
     return Element(tag, attrs, children)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(payload=_elements())
 def test_any_element_tree_round_trips_through_the_parser(payload: Element) -> None:
     el = E(C + "message", {"to": "a@b"}, payload)

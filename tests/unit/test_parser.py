@@ -80,7 +80,7 @@ def test_a_whole_stream_parses_into_header_stanzas_and_footer() -> None:
     assert body.text == "hello & <welcome> \u00e9\u20ac\U0001f600"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_chunking_of_the_same_bytes_gives_the_same_events(data: st.DataObject) -> None:
     stanzas = data.draw(st.lists(st.sampled_from(STANZAS), min_size=0, max_size=8))

@@ -275,29 +275,29 @@ async def test_text_at_stream_level_gets_not_well_formed(tmp_path: Any) -> None:
 
 
 async def test_not_authenticating_in_time_gets_connection_timeout(tmp_path: Any) -> None:
-    async with running_server(tmp_path, overrides(limits={"auth_timeout": 0.5})) as srv:
+    async with running_server(tmp_path, overrides(limits={"auth_timeout": 1.0})) as srv:
         loop = asyncio.get_running_loop()
         idle = await RawClient.open(srv, starttls=False)
         started = loop.time()
         await idle.open_stream()
-        assert await idle.stream_error(timeout=5) == "connection-timeout"
-        assert loop.time() - started < 4
+        assert await idle.stream_error(timeout=10) == "connection-timeout"
+        assert 0.9 <= loop.time() - started < 8
 
         # the same after TLS, and while a session is open elsewhere
         alice = await connect(srv, "alice", **client_options())
         try:
             after_tls = await RawClient.open(srv)
-            assert await after_tls.stream_error(timeout=5) == "connection-timeout"
+            assert await after_tls.stream_error(timeout=10) == "connection-timeout"
             assert alice.is_connected()
         finally:
             await disconnect(alice)
 
 
 async def test_a_bound_session_is_not_timed_out(tmp_path: Any) -> None:
-    async with running_server(tmp_path, overrides(limits={"auth_timeout": 0.5})) as srv:
+    async with running_server(tmp_path, overrides(limits={"auth_timeout": 1.0})) as srv:
         client = await RawClient.open(srv)
         await client.login("alice", srv.users["alice"])
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         client.send(b"<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
         pong = await client.next()
         assert (pong.get("type"), pong.get("id")) == ("result", "p1")

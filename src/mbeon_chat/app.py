@@ -28,6 +28,7 @@ from mbeon_chat.observability.logs import configure_logging
 from mbeon_chat.observability.metrics import Metrics
 from mbeon_chat.plugin.host import PluginError, PluginHost
 from mbeon_chat.storage.api import open_storage
+from mbeon_chat.storage.crypto import keyring_from_config
 from mbeon_chat.stream.negotiation import StreamPolicy
 from mbeon_chat.transport.tcp import start_tcp_listener
 from mbeon_chat.transport.tls import ensure_self_signed, server_context
@@ -125,7 +126,12 @@ class App:
         if self._configure_logs:
             configure_logging(config.log.level, config.log.format)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = await open_storage(config.storage_urls, on_timing=self.metrics.db_timing)
+        self.storage = await open_storage(
+            config.storage_urls,
+            on_timing=self.metrics.db_timing,
+            keyring=keyring_from_config(config),
+            domain=config.server.domain,
+        )
         self.ctx.storage = self.storage
         self.ctx.accounts = Accounts(self.storage.accounts, self.hash_pool, config.auth.scram_iterations)
         self._tls, self._tls_digest = self._load_tls(config)

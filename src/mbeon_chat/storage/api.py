@@ -10,12 +10,15 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mbeon_chat.storage import migrate
 from mbeon_chat.storage.database import Database, TimingObserver
 from mbeon_chat.storage.migrate import SchemaOutOfDate
 from mbeon_chat.stream.sasl import ScramCredentials
+
+if TYPE_CHECKING:
+    from mbeon_chat.storage.crypto import ConversationCrypto, Keyring
 
 __all__ = [
     "SUBSCRIPTIONS",
@@ -125,8 +128,12 @@ class RosterStore(Protocol):
 
 
 class OfflineStore(Protocol):
-    async def push(self, username: str, payload: bytes, max_per_user: int) -> bool:
-        """Store a message; False (nothing stored) if the user already has ``max_per_user`` of them."""
+    async def push(self, username: str, payload: bytes, max_per_user: int, peer: str | None = None) -> bool:
+        """Store a message; False (nothing stored) if the user already has ``max_per_user`` of them.
+
+        With encryption at rest the payload is sealed with the key of the conversation between the user
+        and ``peer`` (the sender's bare JID; taken from the payload's ``from`` when not given).
+        """
         ...
 
     async def fetch(self, username: str) -> list[tuple[str, bytes]]:
@@ -146,6 +153,10 @@ class Storage:
     accounts: AccountStore
     roster: RosterStore
     offline: OfflineStore
+    #: Per-conversation data keys (None without a keyring: nothing is encrypted, no archive).
+    crypto: ConversationCrypto | None = None
+    #: The message archive (``stores.archive.SqlArchiveStore``), when there is a keyring.
+    archive: Any = None
 
     async def close(self) -> None:
         await self.database.close()
@@ -156,10 +167,15 @@ async def open_storage(
     *,
     check_schema: bool = True,
     on_timing: TimingObserver | None = None,
+    keyring: Keyring | None = None,
+    domain: str = "localhost",
 ) -> Storage:
     """Connect, check the schema is at the head revision (``SchemaOutOfDate`` otherwise), build the stores.
 
-    Several URLs name equivalent nodes (Galera): a lost connection moves on to the next one.
+    Several URLs name equivalent nodes (Galera): a lost connection moves on to the next one. With a
+    ``keyring`` (master keys, see ``crypto.py``) offline messages are sealed, and the message archive is
+    available; account deletion then also shreds the account's conversation keys and archive. ``domain``
+    turns usernames into bare JIDs for that.
     """
     # Imported here: the implementations import this module for the values and errors.
     from mbeon_chat.storage.stores.accounts import SqlAccountStore
@@ -173,9 +189,21 @@ async def open_storage(
         except BaseException:
             await database.close()
             raise
+    accounts = SqlAccountStore(database)
+    crypto = archive = None
+    if keyring is not None:
+        from mbeon_chat.storage.crypto import ConversationCrypto
+        from mbeon_chat.storage.stores.archive import SqlArchiveStore
+
+        crypto = ConversationCrypto(database, keyring)
+        archive = SqlArchiveStore(database, crypto, domain)
+        accounts.cleanups.append(archive.delete_account_data)
+        accounts.after_delete.append(lambda _username: archive.purge_orphans())
     return Storage(
         database=database,
-        accounts=SqlAccountStore(database),
+        accounts=accounts,
         roster=SqlRosterStore(database),
-        offline=SqlOfflineStore(database),
+        offline=SqlOfflineStore(database, crypto, domain),
+        crypto=crypto,
+        archive=archive,
     )

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from mbeon_chat.storage._compat import fix_aiomysql_bytes_escape
 
-__all__ = ["Database", "RetryKind", "TimingObserver", "classify_error"]
+__all__ = ["Database", "DatabaseTimeout", "RetryKind", "TimingObserver", "classify_error"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -42,7 +42,15 @@ log = structlog.get_logger("mbeon_chat.storage")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_S = 5
+#: Default deadline of one named transaction, retries included: a database that hangs (a frozen server, a
+#: network partition without resets) costs a stanza this long, never the session.
+RUN_TIMEOUT_S = 10.0
+_DEFAULT: Any = object()
 _BEGIN_OPTION = "mbeon_sqlite_begin"
+
+
+class DatabaseTimeout(TimeoutError):
+    """A named transaction (with its retries) did not finish within its deadline; it was rolled back."""
 
 
 class RetryKind(StrEnum):
@@ -151,6 +159,7 @@ class Database:
         max_attempts: int = 5,
         base_delay: float = 0.05,
         engine_options: Mapping[str, Any] | None = None,
+        timeout: float | None = RUN_TIMEOUT_S,
     ) -> None:
         raw = [urls] if isinstance(urls, str | URL) else list(urls)
         if not raw:
@@ -165,6 +174,7 @@ class Database:
         self.on_timing = on_timing
         self.max_attempts = max_attempts
         self.base_delay = base_delay
+        self.timeout = timeout
 
     @property
     def engine(self) -> AsyncEngine:
@@ -207,11 +217,31 @@ class Database:
         fn: Callable[[AsyncConnection, *Ts], Awaitable[T]],
         *args: *Ts,
         readonly: bool = False,
+        timeout: float | None = _DEFAULT,
     ) -> T:
         """Run ``fn(conn, *args)`` in a transaction named ``name``; re-run it on transient errors.
 
-        ``fn`` may run more than once, so it must not have effects outside the transaction.
+        ``fn`` may run more than once, so it must not have effects outside the transaction. The whole
+        unit, retries included, has a deadline (``timeout``, default ``self.timeout``; None: none); past
+        it the transaction is abandoned (rolled back) and ``DatabaseTimeout`` raised.
         """
+        limit = self.timeout if timeout is _DEFAULT else timeout
+        if limit is None:
+            return await self._run(name, fn, args, readonly)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                return await self._run(name, fn, args, readonly)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            log.warning("db.timeout", txn=name, seconds=limit)
+            self._report(name, time.monotonic() - started, False)
+            raise DatabaseTimeout(f"the database did not complete {name} within {limit:g} s") from exc
+
+    async def _run(
+        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], readonly: bool
+    ) -> T:
         started = time.monotonic()
         attempt = 0
         while True:

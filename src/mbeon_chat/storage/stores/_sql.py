@@ -10,7 +10,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["now_ms", "upsert"]
+__all__ = ["insert_ignore", "now_ms", "upsert"]
 
 
 def now_ms() -> int:
@@ -51,3 +51,24 @@ async def upsert(
         else {name: stmt.excluded[name] for name in values if name not in keys}
     )
     await conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+async def insert_ignore(conn: AsyncConnection, table: Table, values: Mapping[str, Any]) -> None:
+    """Insert ``values`` unless a row with the same primary or unique key exists (then nothing changes).
+
+    The retry-safe write: re-running it after a commit whose acknowledgement was lost changes nothing.
+    """
+    dialect = conn.dialect.name
+    if dialect == "mysql" or dialect == "mariadb":
+        # ON DUPLICATE KEY UPDATE <pk> = <pk>, not INSERT IGNORE (which would also hide other errors).
+        first = next(iter(table.primary_key.columns))
+        my_stmt = mysql.insert(table).values(dict(values))
+        await conn.execute(my_stmt.on_duplicate_key_update({first.name: first}))
+        return
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(dict(values))
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(dict(values))
+    else:  # pragma: no cover - only the three supported backends
+        raise NotImplementedError(f"insert_ignore on {dialect}")
+    await conn.execute(stmt.on_conflict_do_nothing())

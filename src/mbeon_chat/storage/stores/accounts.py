@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +20,13 @@ from mbeon_chat.storage.stores._sql import now_ms
 __all__ = ["SqlAccountStore"]
 
 _HASHES = ("sha1", "sha256")
+
+log = structlog.get_logger("mbeon_chat.storage.accounts")
+
+#: ``cleanup(conn, username)``: deletes a feature's rows of the account, inside the deletion transaction.
+AccountCleanup = Callable[[AsyncConnection, str], Awaitable[None]]
+#: ``after(username)``: follow-up work once the deletion committed (errors are logged, not raised).
+AfterDelete = Callable[[str], Awaitable[Any]]
 
 
 def _credential_columns(sha1: ScramCredentials, sha256: ScramCredentials) -> dict[str, Any]:
@@ -52,6 +61,10 @@ class SqlAccountStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        #: Run in the same transaction as the deletion (features' tables: archive, keys ...).
+        self.cleanups: list[AccountCleanup] = []
+        #: Run after the deletion committed (batched sweeps that would be too big for one transaction).
+        self.after_delete: list[AfterDelete] = []
 
     async def create(self, username: str, sha1: ScramCredentials, sha256: ScramCredentials) -> None:
         values = {"username": username, "created_at": now_ms(), **_credential_columns(sha1, sha256)}
@@ -65,7 +78,13 @@ class SqlAccountStore:
         await self._db.run("accounts.set_credentials", _set_credentials, username, values)
 
     async def delete(self, username: str) -> bool:
-        return await self._db.run("accounts.delete", _delete, username)
+        deleted = await self._db.run("accounts.delete", _delete, username, tuple(self.cleanups))
+        for after in self.after_delete:
+            try:
+                await after(username)
+            except Exception as exc:  # the deletion stands; periodic sweeps catch up
+                log.warning("accounts.after_delete_failed", username=username, error=repr(exc))
+        return deleted
 
     async def list(self, prefix: str | None = None) -> builtins.list[str]:
         return await self._db.run("accounts.list", _list, prefix, readonly=True)
@@ -110,12 +129,14 @@ async def _set_credentials(conn: AsyncConnection, username: str, values: dict[st
         raise NotFound(username)
 
 
-async def _delete(conn: AsyncConnection, username: str) -> bool:
-    # The account row first: concurrent writers that lock it (offline push) then wait, not deadlock.
+async def _delete(conn: AsyncConnection, username: str, cleanups: tuple[AccountCleanup, ...] = ()) -> bool:
+    # The account row first: concurrent writers that lock it (offline push, archive) then wait, not deadlock.
     result = await conn.execute(delete(accounts).where(accounts.c.username == username))
     await conn.execute(delete(roster_items).where(roster_items.c.username == username))
     await conn.execute(delete(roster_versions).where(roster_versions.c.username == username))
     await conn.execute(delete(offline_messages).where(offline_messages.c.username == username))
+    for cleanup in cleanups:
+        await cleanup(conn, username)
     return result.rowcount > 0
 
 

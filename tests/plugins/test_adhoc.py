@@ -11,7 +11,7 @@ from slixmpp.plugins.xep_0004 import Form as SlixForm
 from clients import connect, disconnect
 from harness import running_server
 
-PLUGINS = ["ping", "adhoc", "admin_commands"]
+PLUGINS = ["ping", "disco", "adhoc", "admin_commands"]
 
 
 def _overrides(tmp_path: Any, **plugins: Any) -> dict[str, Any]:
@@ -55,6 +55,8 @@ async def test_admin_sees_and_runs_admin_commands_non_admin_is_forbidden(tmp_pat
             names = [item["name"] for item in result["command"]["form"]["items"]]
             assert {"ping", "adhoc", "admin_commands"} <= set(names)
 
+            server_info = await alice.plugin["xep_0030"].get_info(jid=srv.domain)
+            assert "http://jabber.org/protocol/commands" in server_info["disco_info"]["features"]
             info = await alice.plugin["xep_0030"].get_info(jid=srv.domain, node="reload")
             assert ("automation", "command-node", None, "Reload configuration or a plugin") in info[
                 "disco_info"
@@ -130,3 +132,37 @@ async def test_admin_rights_follow_the_config_live(tmp_path):
             assert result["command"]["status"] == "completed"
         finally:
             await disconnect(bob)
+
+
+async def test_reloading_adhoc_itself_from_a_command_keeps_open_sessions(tmp_path):
+    async with running_server(tmp_path, _overrides(tmp_path)) as srv:
+        alice = await connect(srv, "alice", plugins=("xep_0050",), get_roster=False, send_presence=False)
+        try:
+            xep = alice.plugin["xep_0050"]
+            pending = await xep.send_command(srv.domain, "plugin-status")  # left open across the reload
+            first = await xep.send_command(srv.domain, "reload")
+            done = await xep.send_command(
+                srv.domain,
+                "reload",
+                action="complete",
+                sessionid=first["command"]["sessionid"],
+                payload=submit({"plugin": "adhoc"}),
+            )
+            reloaded = notes(done)
+            assert ("info", "plugin reloaded: adhoc") in reloaded
+            assert ("info", "plugin reloaded: admin_commands") in reloaded  # the dependent, after adhoc
+            old_export = srv.app.ctx.exports["adhoc"]
+
+            # the session opened before the reload continues with the new version
+            finished = await xep.send_command(
+                srv.domain,
+                "plugin-status",
+                action="complete",
+                sessionid=pending["command"]["sessionid"],
+                payload=submit({"plugin": "ping"}),
+            )
+            assert finished["command"]["form"].get_values()["state"] == "loaded"
+            assert srv.app.ctx.exports["adhoc"] is old_export
+            assert len(srv.app.hooks.handlers("adhoc/commands")) == 3  # no duplicates, none lost
+        finally:
+            await disconnect(alice)

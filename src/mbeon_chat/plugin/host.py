@@ -176,9 +176,8 @@ class PluginHost:
         overlay: dict[str, Any] = {}
         live_config = self.ctx.config
         if config is not None:
-            self.ctx.config = (
-                config  # setup() sees the configuration it will run with (no await until the swap)
-            )
+            # setup() sees the configuration it will run with (no await until the swap)
+            self.ctx.config = config
         try:
             staged = self._stage(load, unload, config, overlay)
         finally:

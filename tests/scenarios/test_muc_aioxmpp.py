@@ -40,7 +40,7 @@ async def test_an_aioxmpp_participant_chats_and_is_kicked(tmp_path: Path) -> Non
             await muc.join_muc_wait(JID(room), "Counsellor", timeout=10)
             await owner_submit(counsellor, room)
             await muc.set_affiliation(room, "member", jid="ben@localhost")
-            counsellor.send_message(mto=room, mbody="Welcome, everyone", mtype="groupchat")
+            counsellor.send_message(mto=JID(room), mbody="Welcome, everyone", mtype="groupchat")
             await c_seen.message(lambda m: m["body"] == "Welcome, everyone")
 
             messages: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
@@ -52,7 +52,7 @@ async def test_an_aioxmpp_participant_chats_and_is_kicked(tmp_path: Path) -> Non
                     aioxmpp.JID.fromstr(room), "Ben", history=history, autorejoin=False
                 )
                 aroom.on_message.connect(lambda msg, member, source, **kw: messages.put_nowait((msg, member)))
-                aroom.on_exit.connect(lambda **kw: exited.done() or exited.set_result(kw))
+                aroom.on_exit.connect(lambda **kw: None if exited.done() else exited.set_result(kw))
                 await asyncio.wait_for(joined, 10)
 
                 # History first, with the sender's nickname.
@@ -65,7 +65,7 @@ async def test_an_aioxmpp_participant_chats_and_is_kicked(tmp_path: Path) -> Non
                 assert aroom.me.affiliation == "member" and aroom.me.role == "participant"
 
                 # Chat both ways.
-                counsellor.send_message(mto=room, mbody="How was your week?", mtype="groupchat")
+                counsellor.send_message(mto=JID(room), mbody="How was your week?", mtype="groupchat")
                 msg, member = await asyncio.wait_for(messages.get(), 10)
                 assert msg.body.any() == "How was your week?" and member.nick == "Counsellor"
                 reply = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT)

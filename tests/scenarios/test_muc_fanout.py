@@ -1,5 +1,9 @@
 """Room fan-out under load: 20 occupants each send 50 messages at once; every occupant receives every
-message exactly once, and each sender's messages in the order they were sent (XEP-0045 7.4)."""
+message exactly once, and each sender's messages in the order they were sent (XEP-0045 7.4).
+
+The occupants are raw XMPP clients over real TLS sockets (``RawClient``: STARTTLS, PLAIN, bind), so the
+time goes into the server's fan-out rather than into a client library's stanza handling.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,52 @@ import asyncio
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-from slixmpp import JID
-from test_muc_kit import muc_overrides, owner_submit, service
+from test_muc_kit import muc_overrides, service
+from test_stream_raw import RawClient
 
-from clients import Client, connect, disconnect
-from harness import running_server
+from harness import RunningServer, running_server
+from mbeon_chat.xmpp import ns
+from mbeon_chat.xmpp.element import Element
 
 OCCUPANTS = 20
 MESSAGES = 50
+MESSAGE = f"{{{ns.CLIENT}}}message"
+SUBJECT = f"{{{ns.CLIENT}}}subject"
+BODY = f"{{{ns.CLIENT}}}body"
+
+
+async def login(srv: RunningServer, user: str) -> RawClient:
+    client = await RawClient.open(srv)
+    await client.login(user, srv.users[user], "load")
+    return client
+
+
+async def enter(client: RawClient, room: str, nick: str) -> list[Element]:
+    """Send the join presence (no history) and read up to the subject, which ends entering."""
+    client.send(
+        f"<presence to='{room}/{nick}'><x xmlns='{ns.MUC}'><history maxstanzas='0'/></x></presence>".encode()
+    )
+    seen = []
+    while True:
+        el = await client.next(20)
+        seen.append(el)
+        if el.tag == MESSAGE and el.find(SUBJECT) is not None:
+            return seen
+
+
+def statuses(elements: list[Element]) -> set[str]:
+    x, status = f"{{{ns.MUC_USER}}}x", f"{{{ns.MUC_USER}}}status"
+    return {s.get("code") or "" for el in elements for u in el.findall(x) for s in u.findall(status)}
+
+
+async def collect(client: RawClient, expected: int) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    while len(got) < expected:
+        el = await client.next(60)
+        if el.tag == MESSAGE and el.get("type") == "groupchat" and (body := el.findtext(BODY)):
+            got.append(((el.get("from") or "").rpartition("/")[2], body))
+    return got
 
 
 async def test_every_occupant_gets_every_message_once_in_send_order(tmp_path: Path) -> None:
@@ -24,55 +64,42 @@ async def test_every_occupant_gets_every_message_once_in_send_order(tmp_path: Pa
     options = muc_overrides(creators=["*"], default_members_only=False)
     async with running_server(tmp_path, options, users) as srv:
         room = f"busy@{service(srv)}"
-        clients: list[Client] = list(
-            await asyncio.gather(*(connect(srv, u, plugins=("xep_0045",)) for u in users))
-        )
-        received: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        complete = asyncio.Event()
-        expected = OCCUPANTS * MESSAGES
-        done: set[str] = set()
-
-        def collector(name: str) -> Any:
-            def on_message(msg: Any) -> None:
-                if msg["type"] == "groupchat" and msg["body"]:
-                    got = received[name]
-                    got.append((msg["from"].resource, msg["body"]))
-                    if len(got) >= expected:
-                        done.add(name)
-                        if len(done) == OCCUPANTS:
-                            complete.set()
-
-            return on_message
-
+        clients = list(await asyncio.gather(*(login(srv, u) for u in users)))
+        names = list(users)
+        owner = clients[0]
         try:
-            owner, *others = clients
-            await owner.plugin["xep_0045"].join_muc_wait(JID(room), "user00", maxstanzas=0, timeout=10)
-            await owner_submit(owner, room)  # an instant room
-            await asyncio.gather(
-                *(
-                    c.plugin["xep_0045"].join_muc_wait(JID(room), c.boundjid.user, maxstanzas=0, timeout=20)
-                    for c in others
-                )
+            created = await enter(owner, room, names[0])
+            assert "201" in statuses(created)
+            owner.send(
+                f"<iq type='set' id='instant' to='{room}'><query xmlns='{ns.MUC_OWNER}'>"
+                f"<x xmlns='{ns.DATA_FORMS}' type='submit'/></query></iq>".encode()
             )
-            for c in clients:
-                c.add_event_handler("groupchat_message", collector(c.boundjid.user))
+            while (answer := await owner.next()).get("id") != "instant":
+                pass
+            assert answer.get("type") == "result"
+            await asyncio.gather(*(enter(c, room, n) for c, n in zip(clients[1:], names[1:], strict=True)))
 
+            expected = OCCUPANTS * MESSAGES
+            readers = [asyncio.create_task(collect(c, expected)) for c in clients]
             started = time.monotonic()
             for n in range(MESSAGES):
-                for c in clients:
-                    c.send_message(mto=room, mbody=f"{c.boundjid.user} #{n}", mtype="groupchat")
-            await asyncio.wait_for(complete.wait(), 60)
+                for c, name in zip(clients, names, strict=True):
+                    c.send(
+                        f"<message to='{room}' type='groupchat'><body>{name} #{n}</body></message>".encode()
+                    )
+            results = await asyncio.wait_for(asyncio.gather(*readers), 60)
             elapsed = time.monotonic() - started
 
-            for name, got in received.items():
+            for name, got in zip(names, results, strict=True):
                 assert len(got) == expected, name
                 assert len(set(got)) == expected, f"{name} received duplicates"
                 by_sender: dict[str, list[str]] = defaultdict(list)
                 for sender, body in got:
                     by_sender[sender].append(body)
-                assert sorted(by_sender) == sorted(users)
+                assert sorted(by_sender) == names
                 for sender, bodies in by_sender.items():
                     assert bodies == [f"{sender} #{n}" for n in range(MESSAGES)], f"{name} from {sender}"
             print(f"fan-out: {expected} messages to {OCCUPANTS} occupants in {elapsed:.2f} s")
         finally:
-            await disconnect(*clients)
+            for c in clients:
+                c.close()

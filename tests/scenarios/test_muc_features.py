@@ -73,14 +73,14 @@ async def test_instant_room_nick_change_subject_and_discovery(tmp_path: Path) ->
 
             # Discovery: the service, the room (features and room info), the occupants.
             disco = anna.plugin["xep_0030"]
-            info = await disco.get_info(jid=service(srv), timeout=10)
+            info = await disco.get_info(jid=JID(service(srv)), timeout=10)
             assert ("conference", "text", "Group sessions", None) in [
                 tuple(i) for i in info["disco_info"]["identities"]
             ] or any(i[0] == "conference" for i in info["disco_info"]["identities"])
             assert "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
-            items = await disco.get_items(jid=service(srv), timeout=10)
+            items = await disco.get_items(jid=JID(service(srv)), timeout=10)
             assert [(str(i[0]), i[2]) for i in items["disco_items"]["items"]] == [(room, "Open")]
-            info = await disco.get_info(jid=room, timeout=10)
+            info = await disco.get_info(jid=JID(room), timeout=10)
             features = set(info["disco_info"]["features"])
             assert {
                 "muc_open",
@@ -93,7 +93,7 @@ async def test_instant_room_nick_change_subject_and_discovery(tmp_path: Path) ->
             roominfo = info["disco_info"]["form"].get_values()
             assert roominfo["muc#roominfo_occupants"] == "2"
             assert roominfo["muc#roominfo_subject"] == "Sleep and school"
-            occupants = await disco.get_items(jid=room, timeout=10)
+            occupants = await disco.get_items(jid=JID(room), timeout=10)
             assert sorted(str(i[0]) for i in occupants["disco_items"]["items"]) == [
                 f"{room}/Anna",
                 f"{room}/Benjamin",
@@ -119,7 +119,7 @@ async def test_instant_room_nick_change_subject_and_discovery(tmp_path: Path) ->
             assert destroy is not None and destroy.get("jid") == f"next@{service(srv)}"
             assert destroy.findtext(f"{{{MUC_USER}}}reason") == "Moving on"
             with pytest.raises(IqError) as missing:
-                await disco.get_info(jid=room, timeout=10)
+                await disco.get_info(jid=JID(room), timeout=10)
             assert missing.value.iq["error"]["condition"] == "item-not-found"
         finally:
             await disconnect(anna, ben)
@@ -141,7 +141,7 @@ async def test_password_rooms_and_room_size(tmp_path: Path) -> None:
                 field("muc#roomconfig_roomsecret", "open sesame"),
                 field("muc#roomconfig_maxusers", "2"),
             )
-            info = await anna.plugin["xep_0030"].get_info(jid=room, timeout=10)
+            info = await anna.plugin["xep_0030"].get_info(jid=JID(room), timeout=10)
             assert "muc_passwordprotected" in info["disco_info"]["features"]
             for password in (None, "wrong"):
                 with pytest.raises(PresenceError) as refused:
@@ -169,7 +169,7 @@ async def test_visitors_ask_for_voice_and_a_moderator_grants_it(tmp_path: Path) 
             pres, _, _, _ = await ben.plugin["xep_0045"].join_muc_wait(JID(room), "Ben", timeout=10)
             assert pres["muc"]["role"] == "visitor"
 
-            ben.send_message(mto=room, mbody="Can I say something?", mtype="groupchat")
+            ben.send_message(mto=JID(room), mbody="Can I say something?", mtype="groupchat")
             refused = await b_seen.message(lambda m: m["type"] == "error")
             assert refused["error"]["condition"] == "forbidden"
 
@@ -191,7 +191,7 @@ async def test_visitors_ask_for_voice_and_a_moderator_grants_it(tmp_path: Path) 
             approval.send()
             voiced = await b_seen.wait(lambda p: p.name == "presence" and p["muc"]["role"] == "participant")
             assert 110 in codes(voiced)
-            ben.send_message(mto=room, mbody="Thank you", mtype="groupchat")
+            ben.send_message(mto=JID(room), mbody="Thank you", mtype="groupchat")
             assert (await a_seen.message(lambda m: m["body"] == "Thank you"))["from"] == JID(f"{room}/Ben")
         finally:
             await disconnect(anna, ben)
@@ -213,13 +213,13 @@ async def test_sessions_of_one_user_share_a_nickname(tmp_path: Path) -> None:
             assert 110 in codes(pres)
             assert sorted(str(o["from"]) for o in occupants) == [f"{room}/Anna", f"{room}/Ben"]
 
-            anna.send_message(mto=room, mbody="Both of you?", mtype="groupchat")
+            anna.send_message(mto=JID(room), mbody="Both of you?", mtype="groupchat")
             for seen in (p_seen, l_seen):
                 await seen.message(lambda m: m["body"] == "Both of you?")
 
             # One session leaving is private; the last one leaving is the occupant leaving.
             await disconnect(phone)
-            anna.send_message(mto=room, mbody="Still there?", mtype="groupchat")
+            anna.send_message(mto=JID(room), mbody="Still there?", mtype="groupchat")
             await l_seen.message(lambda m: m["body"] == "Still there?")
             assert not a_seen.has_presence_from(f"{room}/Ben")
             await disconnect(laptop)
@@ -257,13 +257,13 @@ async def test_a_plugin_reload_keeps_everybody_in_their_rooms(tmp_path: Path) ->
         try:
             await create(srv, anna, room, "Anna")
             await ben.plugin["xep_0045"].join_muc_wait(JID(room), "Ben", timeout=10)
-            ben.send_message(mto=room, mbody="before the reload", mtype="groupchat")
+            ben.send_message(mto=JID(room), mbody="before the reload", mtype="groupchat")
             await a_seen.message(lambda m: m["body"] == "before the reload")
 
             report = await srv.app.reload(plugin="muc")
             assert report.ok, report.error
 
-            ben.send_message(mto=room, mbody="after the reload", mtype="groupchat")
+            ben.send_message(mto=JID(room), mbody="after the reload", mtype="groupchat")
             assert (await a_seen.message(lambda m: m["body"] == "after the reload"))["from"] == JID(
                 f"{room}/Ben"
             )

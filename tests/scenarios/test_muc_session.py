@@ -98,13 +98,13 @@ async def test_a_counsellor_runs_a_members_only_group_session(tmp_path: Path) ->
             assert taken.value.presence["error"]["condition"] == "conflict"
 
             # They chat: everybody gets every message from the sender's room JID.
-            ben.send_message(mto=room, mbody="Hi everyone", mtype="groupchat")
+            ben.send_message(mto=JID(room), mbody="Hi everyone", mtype="groupchat")
             for seen in (c_seen, b_seen, d_seen):
                 msg = await seen.message(lambda m: m["body"] == "Hi everyone")
                 assert msg["from"] == JID(f"{room}/Ben") and msg["type"] == "groupchat"
 
             # A private message between occupants carries the room JIDs only.
-            ben.send_message(mto=f"{room}/Counsellor", mbody="Can we talk later?", mtype="chat")
+            ben.send_message(mto=JID(f"{room}/Counsellor"), mbody="Can we talk later?", mtype="chat")
             private = await c_seen.message(lambda m: m["body"] == "Can we talk later?")
             assert private["from"] == JID(f"{room}/Ben") and private["type"] == "chat"
 
@@ -128,7 +128,7 @@ async def test_a_counsellor_runs_a_members_only_group_session(tmp_path: Path) ->
             assert banned.value.presence["error"]["condition"] == "forbidden"
 
             # History on entering: the kicked participant comes back and gets what was said, delayed.
-            counsellor.send_message(mto=room, mbody="Welcome back, Dan", mtype="groupchat")
+            counsellor.send_message(mto=JID(room), mbody="Welcome back, Dan", mtype="groupchat")
             await b_seen.message(lambda m: m["body"] == "Welcome back, Dan")
             _, _, _, history = await muc[dan].join_muc_wait(JID(room), "Dan", maxstanzas=5, timeout=10)
             assert [m["body"] for m in history] == ["Hi everyone", "Welcome back, Dan"]

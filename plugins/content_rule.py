@@ -110,17 +110,13 @@ def setup(api: PluginAPI) -> None:
     compiled = [(r, re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0)) for r in opts.rules]
     blocks = [(r, p) for r, p in compiled if r.action == "block"]
     flags = [(r, p) for r, p in compiled if r.action == "flag"]
-    events = (
-        api.ctx.metrics.extra(
-            Counter(
-                "mbeon_content_rule_events",
-                "Messages blocked or flagged by content rules",
-                ["rule", "action"],
-                registry=None,
-            )
+    events = api.metric(
+        Counter(
+            "mbeon_content_rule_events",
+            "Messages blocked or flagged by content rules",
+            ["rule", "action"],
+            registry=None,
         )
-        if api.ctx.metrics is not None
-        else None
     )
     state = api.restore(1)
     counts: dict[str, int] = dict(state["counts"]) if state else {}
@@ -133,8 +129,7 @@ def setup(api: PluginAPI) -> None:
     def record(rule: Rule, stanza: Stanza) -> None:
         key = f"{rule.action}:{rule.name}"
         counts[key] = counts.get(key, 0) + 1
-        if events is not None:
-            events.labels(rule.name, rule.action).inc()
+        events.labels(rule.name, rule.action).inc()
         api.log.info(
             f"content_rule.{'blocked' if rule.action == 'block' else 'flagged'}",
             rule=rule.name,

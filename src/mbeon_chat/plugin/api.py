@@ -189,6 +189,11 @@ class PluginAPI:
         self.reg.on_activate.append(callback)
 
     # --- helpers ----------------------------------------------------------------------------------
+    def metric(self, metric: Any) -> Any:
+        """Register a Prometheus metric (created with ``registry=None``) once; after a reload the new version
+        gets the already registered object back, so counts continue."""
+        return self.ctx.metrics.extra(metric) if self.ctx.metrics is not None else metric
+
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         return self.ctx.spawn(coro)
 

@@ -116,6 +116,8 @@ def setup(api: PluginAPI) -> None:
     def save() -> dict[str, Any]:
         nonlocal saved
         saved = True
+        if not svc.ready.is_set():
+            return {}  # still loading (so nobody entered yet): the next version loads from the database
         return {"version": SNAPSHOT_VERSION, "rooms": [room_snapshot(r) for r in svc.rooms.values()]}
 
     async def unload() -> None:

@@ -114,8 +114,8 @@ class WebSocketSection:
         if not 1 <= self.ping_interval <= 50:
             raise ValueError("ping_interval: must be between 1 and 50 seconds")
         for i, origin in enumerate(self.allowed_origins):
-            if "://" not in origin or origin.endswith("/"):
-                raise ValueError(f"allowed_origins[{i}]: must look like https://host[:port]")
+            if origin != "null" and ("://" not in origin or origin.endswith("/")):
+                raise ValueError(f"allowed_origins[{i}]: must look like https://host[:port] (or null)")
 
 
 @dataclass(frozen=True)

@@ -258,21 +258,25 @@ async def test_foreign_origin_is_refused_and_same_origin_allowed(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     async with running_server(tmp_path, server_overrides()) as srv:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await WsClient.open(http, srv, origin="https://evil.example")
-        assert refused.value.status == 403
-        same = await WsClient.open(http, srv, origin=f"http://127.0.0.1:{srv.http_port}")
-        await same.open_stream()
-        await same.close()
-    allowed = {"allowed_origins": ["https://chat.example.org"]}
-    async with running_server(tmp_path / "list", server_overrides(websocket=allowed)) as srv:
-        ok = await WsClient.open(http, srv, origin="https://chat.example.org")
-        await ok.open_stream()
-        await ok.close()
-        for origin in (f"http://127.0.0.1:{srv.http_port}", "https://other.example.org", None):
+        for origin in ("https://evil.example", "null", f"https://127.0.0.1:{srv.http_port}.evil.example"):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await WsClient.open(http, srv, origin=origin)
-            assert refused.value.status == 403
+            assert refused.value.status == 403, origin
+        for origin in (f"http://127.0.0.1:{srv.http_port}", None):  # this server's own page, an app
+            ok = await WsClient.open(http, srv, origin=origin)
+            await ok.open_stream()
+            await ok.close()
+        assert 'mbeon_websocket_refused_total{reason="origin"} 3.0' in srv.app.metrics.render().decode()
+    allowed = {"allowed_origins": ["https://chat.example.org", "null"]}
+    async with running_server(tmp_path / "list", server_overrides(websocket=allowed)) as srv:
+        for origin in ("https://chat.example.org", "null", f"http://127.0.0.1:{srv.http_port}", None):
+            ok = await WsClient.open(http, srv, origin=origin)
+            await ok.open_stream()
+            await ok.close()
+        for origin in ("https://other.example.org", "http://chat.example.org"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await WsClient.open(http, srv, origin=origin)
+            assert refused.value.status == 403, origin
 
 
 async def test_malformed_frame_gets_a_stream_error_while_others_continue(

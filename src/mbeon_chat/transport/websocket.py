@@ -142,16 +142,25 @@ def requested_protocols(request: web.Request) -> list[str]:
 
 
 def origin_allowed(origin: str | None, request: web.Request, allowed: tuple[str, ...]) -> bool:
-    """``allowed`` empty: requests without ``Origin`` (non-browser clients) and same-origin pages only."""
+    """Cross-site WebSocket hijacking guard: which pages may open a session with the user's browser.
+
+    Requests without ``Origin`` come from non-browser clients (apps, bots) and pass; so do pages served by
+    this server itself (same host). Any other page passes only when ``allowed`` lists its origin exactly
+    (``"null"`` for sandboxed or file:// pages).
+    """
     if origin is None:
-        return not allowed or "null" in allowed
-    if allowed:
-        return origin.rstrip("/").lower() in {a.lower() for a in allowed}
+        return True
+    if origin.rstrip("/").lower() in {a.lower() for a in allowed}:
+        return True
     try:
-        netloc = urlsplit(origin).netloc.lower()
+        parts = urlsplit(origin)
     except ValueError:
         return False
-    return netloc != "" and netloc == request.host.lower()
+    return (
+        parts.scheme in ("http", "https")
+        and parts.netloc != ""
+        and parts.netloc.lower() == request.host.lower()
+    )
 
 
 def is_secure(request: web.Request, trust_proxy_tls: bool) -> bool:

@@ -195,10 +195,12 @@ class PresenceService:
         if type_ == "unavailable":
             session.directed.discard(stanza.to)
             return False
-        if type_ in SUBSCRIPTION_TYPES:
+        if type_ in SUBSCRIPTION_TYPES and not (
+            stanza.to.local is None and stanza.to.domain == self.api.domain
+        ):
             await self.outbound_subscription(stanza, session)
             return True
-        return False
+        return False  # to the server itself: presence/host ignores it
 
     async def outbound_subscription(self, stanza: Stanza, session: Session) -> None:
         """RFC 6121 3.1.2, 3.1.5, 3.2.2, 3.3.2 and 3.4 at the sender's server."""

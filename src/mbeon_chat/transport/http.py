@@ -110,7 +110,8 @@ class HttpFrontend:
     # --- listeners ------------------------------------------------------------------------------
     async def sync(self) -> None:
         config = self.app.config
-        tls_key = config.tls if config.listeners.http_tls else None
+        # A new certificate (file contents, as the app fingerprints them) restarts the TLS sites.
+        tls_key = (config.tls, getattr(self.app, "_tls_digest", "")) if config.listeners.http_tls else None
         wanted = {(addr, tls_key) for addr in config.listeners.http}
         if wanted and self.runner is None:
             self.runner = web.AppRunner(self.web, access_log=None, handle_signals=False, shutdown_timeout=5)

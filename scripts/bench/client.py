@@ -160,25 +160,33 @@ class XmppClient(asyncio.Protocol):
 
     # --- the login ---------------------------------------------------------------------------------
     async def login(
-        self, host: str, port: int, ssl_ctx: ssl.SSLContext, presence: bool = True, timeout: float = 30.0
+        self,
+        host: str,
+        port: int,
+        ssl_ctx: ssl.SSLContext | None,
+        presence: bool = True,
+        timeout: float = 30.0,
     ) -> dict[str, float]:
-        """Connect and negotiate up to initial presence. Returns phase timings (seconds)."""
+        """Connect and negotiate up to initial presence. Returns phase timings (seconds).
+
+        ``ssl_ctx=None`` skips STARTTLS (diagnostics only: it isolates the cost of TLS)."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         await asyncio.wait_for(loop.create_connection(lambda: self, host, port), timeout)
         feats = await self._open()
-        if b"starttls" not in feats:
-            raise XmppError("no STARTTLS offered")
-        self.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        await self.expect(b"<proceed")
-        await self.expect(b">")  # <proceed .../>
-        self.buf.clear()
-        assert self.transport is not None
-        self.transport = await loop.start_tls(
-            self.transport, self, ssl_ctx, server_hostname=self.domain, ssl_handshake_timeout=timeout
-        )
+        if ssl_ctx is not None:
+            if b"starttls" not in feats:
+                raise XmppError("no STARTTLS offered")
+            self.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            await self.expect(b"<proceed")
+            await self.expect(b">")  # <proceed .../>
+            self.buf.clear()
+            assert self.transport is not None
+            self.transport = await loop.start_tls(
+                self.transport, self, ssl_ctx, server_hostname=self.domain, ssl_handshake_timeout=timeout
+            )
+            feats = await self._open()
         t_tls = time.perf_counter()
-        feats = await self._open()
         if b"SCRAM-SHA-1<" not in feats:
             raise XmppError(f"SCRAM-SHA-1 not offered: {feats[-400:]!r}")
         scram = ScramSha1(self.username, self.password)

@@ -126,7 +126,7 @@ async def login_many(
     args: argparse.Namespace, specs: list[tuple[str, str]], concurrency: int = 64, presence: bool = True
 ) -> list[XmppClient]:
     """Log in ``(username, resource)`` pairs, at most ``concurrency`` at a time."""
-    ctx = client_ssl_context()
+    ctx = None if args.no_tls else client_ssl_context()
     sem = asyncio.Semaphore(concurrency)
 
     async def one(username: str, resource: str) -> XmppClient:
@@ -220,7 +220,7 @@ async def run_chat(args: argparse.Namespace, part: int, nparts: int, barrier: Ca
             flow.received += n
             flow.inflight -= n
             remaining[0] -= n
-            if not state["stop"] and args.rate == 0:
+            if not state["stop"] and args.rate == 0 and flow.inflight <= args.refill:
                 flow.send(args.window - flow.inflight)
             if remaining[0] <= 0 and not all_done.done():
                 all_done.set_result(t)
@@ -310,7 +310,7 @@ async def join_room(c: XmppClient, room: str, nick: str, owner: bool) -> None:
     got = await c.expect(b"code='110'", b'code="110"', b"type='error'", b'type="error"')
     if b"error" in got[-20:]:
         raise XmppError(f"join {room} failed: {got[-300:]!r} {bytes(c.buf[:300])!r}")
-    await c.expect(b"</presence>")
+    got += await c.expect(b"</presence>")
     if owner and (b"'201'" in got or b'"201"' in got):
         c.write(INSTANT % room.encode())
         got = await c.expect(b"</iq>", b"/>")
@@ -426,7 +426,7 @@ def _muc_receiver(
         remaining[0] -= len(keys)
         if mine:
             me.inflight -= mine
-            if not state["stop"]:
+            if not state["stop"] and me.inflight <= args.refill:
                 me.send(args.window - me.inflight)
         if remaining[0] <= 0 and not all_done.done():
             all_done.set_result(t)
@@ -438,7 +438,7 @@ def _muc_receiver(
 async def run_login(args: argparse.Namespace, part: int, nparts: int, barrier: Callable[[], Any]) -> Part:
     res = Part()
     loops = list(range(part, args.clients, nparts))
-    ctx = client_ssl_context()
+    ctx = None if args.no_tls else client_ssl_context()
     quota = [args.logins // nparts + (1 if part < args.logins % nparts else 0)]
 
     async def once(n: int) -> int:
@@ -478,7 +478,7 @@ async def run_login(args: argparse.Namespace, part: int, nparts: int, barrier: C
 async def run_idle(args: argparse.Namespace, part: int, nparts: int, barrier: Callable[[], Any]) -> Part:
     res = Part()
     mine = list(range(part, args.connections, nparts))
-    ctx = client_ssl_context()
+    ctx = None if args.no_tls else client_ssl_context()
     sem = asyncio.Semaphore(args.concurrency)
     clients: list[XmppClient] = []
 
@@ -679,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="server", help="server name in the summary")
     p.add_argument("--server-pid", type=int, default=0)
     p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--no-tls", action="store_true", help="skip STARTTLS (diagnostics: isolates TLS cost)")
     p.add_argument("--duration", type=float, default=30.0, help="measurement time limit (s)")
     p.add_argument("--drain", type=float, default=3.0, help="grace for in-flight stanzas before counting lost")
     p.add_argument("--setup-timeout", type=float, default=300.0)
@@ -686,6 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=500)
     p.add_argument("--size", type=int, default=100, help="body bytes")
     p.add_argument("--window", type=int, default=10, help="messages in flight per sender")
+    p.add_argument(
+        "--refill", type=int, default=-1,
+        help="top a sender up to --window once its in-flight count falls to this (default: window/2); "
+        "fewer, larger writes keep the generator's own cost down",
+    )
     p.add_argument("--rate", type=float, default=0, help="chat: open-loop total msgs/s (0: as fast as acked)")
     p.add_argument("--rooms", type=int, default=5)
     p.add_argument("--occupants", type=int, default=10)
@@ -702,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.muc_domain:
         args.muc_domain = f"groups.{args.domain}"
+    if args.refill < 0:
+        args.refill = args.window // 2
     result = run(args)
     print(json.dumps(result), flush=True)
     return 1 if "error" in result else 0

@@ -165,7 +165,7 @@ async def test_registrations_per_address_are_limited(tmp_path: Any) -> None:
         client.send(register_iq("heidi", "a-fine-password", "r3"))
         answer = await client.next()
         assert error_condition(answer) == "policy-violation"
-        assert answer.find("{jabber:client}error").get("type") == "wait"  # type: ignore[union-attr]
+        assert answer.find("{jabber:client}error").get("type") == "wait"
         assert not await srv.app.ctx.accounts.exists("heidi")
         client.close()
 

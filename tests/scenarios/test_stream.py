@@ -40,7 +40,7 @@ async def test_direct_tls_offers_mechanisms_straight_away(tmp_path: Any) -> None
         features = await client.open_stream()
         mechanisms = [
             m.text for m in features.find("{urn:ietf:params:xml:ns:xmpp-sasl}mechanisms").elements()
-        ]  # type: ignore[union-attr]
+        ]
         assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
         assert features.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls") is None
         client.close()

@@ -157,7 +157,7 @@ class RawClient:
         self.send(f"<iq type='set' id='bind1'>{bind}</iq>".encode())
         result = await self.next()
         assert result.get("type") == "result", result
-        jid = result.find(f"{{{ns.BIND}}}bind").findtext(f"{{{ns.BIND}}}jid")  # type: ignore[union-attr]
+        jid = result.find(f"{{{ns.BIND}}}bind").findtext(f"{{{ns.BIND}}}jid")
         assert jid
         return jid
 

@@ -182,7 +182,7 @@ def scram_login(d: Dialogue, username: str = "alice", password: str = PASSWORD) 
     assert client.verify(base64.b64decode(success.text)), "the server proved it knows the password"
     auth = d.event(ev.Authenticated)
     d.restart()
-    return auth  # type: ignore[no-any-return]
+    return auth
 
 
 def logged_in(resource: str = "laptop") -> Dialogue:
@@ -207,7 +207,7 @@ def test_the_server_answers_the_header_with_its_own_and_offers_only_starttls_fir
     assert head.attrs["from"] == DOMAIN and head.attrs["version"] == "1.0" and head.attrs["id"]
     assert head.default_ns == ns.CLIENT
     assert [c.tag for c in features.elements()] == [TLS + "starttls"]
-    assert features.find(TLS + "starttls").find(TLS + "required") is not None  # type: ignore[union-attr]
+    assert features.find(TLS + "starttls").find(TLS + "required") is not None
     assert d.event(ev.StreamOpened) == ev.StreamOpened(restart=False)
 
 
@@ -277,7 +277,7 @@ def test_optional_starttls_is_offered_next_to_the_mechanisms() -> None:
     policy = StreamPolicy(domains=frozenset({DOMAIN}), default_domain=DOMAIN, tls_required=False)
     features = Dialogue(policy).open()
     assert features.find(TLS + "starttls") is not None
-    assert features.find(TLS + "starttls").find(TLS + "required") is None  # type: ignore[union-attr]
+    assert features.find(TLS + "starttls").find(TLS + "required") is None
     assert mechanisms(features) == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
 
 
@@ -308,7 +308,7 @@ def test_scram_sha_256_end_to_end_then_bind_with_the_clients_resource() -> None:
     d.events = d.machine.bind_succeeded(JID("alice", DOMAIN, "laptop"), "b1")
     (result,) = d.read()
     assert result.get("type") == "result" and result.get("id") == "b1"
-    assert result.find(BIND + "bind").findtext(BIND + "jid") == f"alice@{DOMAIN}/laptop"  # type: ignore[union-attr]
+    assert result.find(BIND + "bind").findtext(BIND + "jid") == f"alice@{DOMAIN}/laptop"
     assert d.event(ev.Bound) == ev.Bound(JID("alice", DOMAIN, "laptop"))
     assert d.machine.state is State.ESTABLISHED
 
@@ -322,7 +322,7 @@ def test_bind_without_a_resource_lets_the_server_choose() -> None:
     assert d.event(ev.BindRequested) == ev.BindRequested(None)
     d.events = d.machine.bind_succeeded(JID("alice", DOMAIN, "srv-chosen-1"), "b2")
     (result,) = d.read()
-    assert result.find(BIND + "bind").findtext(BIND + "jid") == f"alice@{DOMAIN}/srv-chosen-1"  # type: ignore[union-attr]
+    assert result.find(BIND + "bind").findtext(BIND + "jid") == f"alice@{DOMAIN}/srv-chosen-1"
 
 
 def test_a_failed_bind_answers_an_error_and_allows_another_try() -> None:
@@ -336,7 +336,7 @@ def test_a_failed_bind_answers_an_error_and_allows_another_try() -> None:
     d.machine.bind_failed(StanzaError(StanzaCondition.CONFLICT), "b3")
     (error,) = d.read()
     assert error.get("type") == "error" and error.get("id") == "b3"
-    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}conflict") is not None  # type: ignore[union-attr]
+    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}conflict") is not None
     d.send(f"<iq type='set' id='b4'><bind xmlns='{ns.BIND}'/></iq>".encode())
     assert d.event(ev.BindRequested) == ev.BindRequested(None)
 
@@ -349,7 +349,7 @@ def test_an_invalid_resource_is_a_bad_request() -> None:
     bind = f"<bind xmlns='{ns.BIND}'><resource>{'x' * 2000}</resource></bind>"
     (error,) = d.send(f"<iq type='set' id='b5'>{bind}</iq>".encode())
     assert error.get("type") == "error"
-    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}bad-request") is not None  # type: ignore[union-attr]
+    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}bad-request") is not None
 
 
 def test_a_wrong_scram_proof_is_not_authorized() -> None:
@@ -477,7 +477,7 @@ def test_an_iq_after_auth_but_before_bind_gets_not_allowed() -> None:
     d.open()
     (error,) = d.send(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
     assert error.get("type") == "error" and error.get("id") == "r1"
-    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}not-allowed") is not None  # type: ignore[union-attr]
+    assert error.find(C + "error").find(f"{{{ns.STANZA_ERRORS}}}not-allowed") is not None
     assert d.machine.state is State.NEGOTIATING
 
 

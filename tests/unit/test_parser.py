@@ -75,7 +75,7 @@ def test_a_whole_stream_parses_into_header_stanzas_and_footer() -> None:
     assert header.default_ns == ns.CLIENT
     assert header.attrs["to"] == "localhost"
     assert header.attrs[f"{{{ns.XML}}}lang"] == "en"
-    body = events[1].element.find("{jabber:client}body")  # type: ignore[union-attr]
+    body = events[1].element.find("{jabber:client}body")
     assert body is not None
     assert body.text == "hello & <welcome> \u00e9\u20ac\U0001f600"
 
@@ -98,7 +98,7 @@ def test_arbitrary_text_survives_any_split(text: str, cut: int) -> None:
     stanza = b"<message><body>" + escape_text(text).encode() + b"</body></message>"
     stream = HEADER + stanza
     events = parse_in_chunks(stream, [min(cut, len(stream))])
-    body = events[-1].element.find("{jabber:client}body")  # type: ignore[union-attr]
+    body = events[-1].element.find("{jabber:client}body")
     assert body is not None
     assert body.text == text
 
@@ -145,7 +145,7 @@ def test_predefined_and_character_entities_are_fine() -> None:
     events = StreamParser().receive_data(
         HEADER + b"<message><body>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;</body></message>"
     )
-    body = events[-1].element.find("{jabber:client}body")  # type: ignore[union-attr]
+    body = events[-1].element.find("{jabber:client}body")
     assert body is not None and body.text == "<>&'\"AB"
 
 
@@ -262,7 +262,7 @@ def test_websocket_messages_are_independent_documents() -> None:
     parser.receive_data(OPEN)
     a = parser.receive_data(b"<iq xmlns='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>")
     b = parser.receive_data(b"<presence xmlns='jabber:client'/>")
-    assert [e.element.local for e in a + b] == ["iq", "presence"]  # type: ignore[union-attr]
+    assert [e.element.local for e in a + b] == ["iq", "presence"]
 
 
 @pytest.mark.parametrize(

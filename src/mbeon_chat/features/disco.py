@@ -132,6 +132,7 @@ class Disco:
         item = await self.api.storage.roster.get_item(owner.local, str(contact))
         return item is not None and item.subscription in _SHARES_PRESENCE
 
+
 def setup(api: PluginAPI) -> None:
     disco = Disco(api)
     api.export(disco)

@@ -217,7 +217,6 @@ class Register:
         return origin.bare
 
 
-
 def setup(api: PluginAPI) -> None:
     options: Options = api.options
     register = Register(api, options)

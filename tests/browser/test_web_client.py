@@ -78,6 +78,7 @@ async def test_counsellor_chats_in_the_browser(tmp_path: Path, browser_ready: No
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "web-client.png"
     screenshot.unlink(missing_ok=True)
+    node_log = ARTIFACTS / "web-client-node.log"
     hello = "Hi, I need someone to talk to"
     reply = "Hello, I am here for you. What is on your mind?"
     started = time.monotonic()
@@ -102,13 +103,14 @@ async def test_counsellor_chats_in_the_browser(tmp_path: Path, browser_ready: No
             "SCREENSHOT": str(screenshot),
             "CHROMIUM": CHROMIUM,
         }
+        node_stderr = node_log.open("wb")
         proc = await asyncio.create_subprocess_exec(
             "node",
             str(WEB / "e2e" / "chat.mjs"),
             cwd=WEB,
             env=env,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=node_stderr,
         )
         try:
             step = await next_step(proc, deadline)
@@ -136,10 +138,11 @@ async def test_counsellor_chats_in_the_browser(tmp_path: Path, browser_ready: No
         except BaseException:
             if proc.returncode is None:
                 proc.kill()
-            _, stderr = await proc.communicate()
-            print("browser script stderr:", stderr.decode(errors="replace")[-4000:])
+            await proc.wait()
+            print("browser script stderr:", node_log.read_text(errors="replace")[-4000:])
             raise
         finally:
+            node_stderr.close()
             await disconnect(young)
     assert screenshot.is_file()
     print(f"browser conversation took {time.monotonic() - started:.1f} s; screenshot: {screenshot}")

@@ -17,6 +17,7 @@ import pytest
 
 from clients import Client, connect, disconnect
 from harness import RunningServer, running_server
+from mbeon_chat.config import ConfigError, load_config
 from mbeon_chat.plugin.host import BUILTIN_DIR
 from mbeon_chat.xmpp.jid import JID
 from mbeon_chat.xmpp.stanza import make_message
@@ -409,3 +410,17 @@ async def test_websocket_client_that_stops_reading_is_closed(
                 break
             await asyncio.sleep(0.1)
         assert srv.app.registry.get(JID.parse(jid)) is None
+
+
+@pytest.mark.parametrize(
+    ("websocket", "message"),
+    [
+        ({"ping_interval": 60}, "websocket.ping_interval: must be between 1 and 50 seconds"),
+        ({"allowed_origins": ["chat.example.org"]}, "websocket.allowed_origins[0]: must look like"),
+        ({"path": "xmpp-websocket"}, "websocket.path: must start with '/'"),
+    ],
+)
+def test_websocket_options_are_checked(websocket: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, {"websocket": websocket})
+    assert str(error.value).startswith(message)

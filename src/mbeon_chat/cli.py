@@ -1,4 +1,5 @@
-"""``mbeon-chat``: serve | check-config | migrate | user add/remove/passwd/list | reload | plugins | status."""
+"""``mbeon-chat``: serve | check-config | migrate | user add/remove/passwd/list/export | keys | reload |
+plugins | status."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _fail(message: str, code: int = 1) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mbeon_chat.app import App
     from mbeon_chat.plugin.host import PluginError
+    from mbeon_chat.storage.crypto import KeyringError
     from mbeon_chat.storage.migrate import SchemaOutOfDate
 
     config = _load(args)
@@ -46,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = App(config, _config_path(args))
     try:
         asyncio.run(app.run())
-    except (SchemaOutOfDate, PluginError) as exc:
+    except (SchemaOutOfDate, PluginError, KeyringError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot start: {exc}. Is another server already listening on these ports?")
@@ -107,8 +109,13 @@ async def _with_accounts(config: Config, fn: Any) -> Any:
 
     from mbeon_chat.core.accounts import Accounts
     from mbeon_chat.storage.api import open_storage
+    from mbeon_chat.storage.crypto import Keyring, KeyringError, keyring_from_config
 
-    storage = await open_storage(config.storage_urls)
+    try:
+        keyring = keyring_from_config(config, create_default=False)
+    except KeyringError:  # removing an account shreds its keys, which needs no master key
+        keyring = Keyring([], source="no master key")
+    storage = await open_storage(config.storage_urls, keyring=keyring, domain=config.server.domain)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         return await fn(Accounts(storage.accounts, pool, config.auth.scram_iterations), storage)
@@ -158,6 +165,10 @@ def cmd_user(args: argparse.Namespace) -> int:
                 print(f"{name}@{config.server.domain}")
             return 0
         username = _username(config, args.name)
+        if action == "export":
+            from mbeon_chat.cli_keys import cmd_user_export
+
+            return cmd_user_export(args, config, username)
         if action == "add":
             password = _password(args)
             asyncio.run(_with_accounts(config, lambda acc, st: acc.create(username, password)))
@@ -170,7 +181,10 @@ def cmd_user(args: argparse.Namespace) -> int:
             removed = asyncio.run(_with_accounts(config, lambda acc, st: acc.delete(username)))
             if not removed:
                 return _fail(f"no user {username}@{config.server.domain}; see `mbeon-chat user list`")
-            print(f"removed {username}@{config.server.domain} with its roster and offline messages")
+            print(
+                f"removed {username}@{config.server.domain} with its roster, offline messages and archive; "
+                f"its conversation keys are destroyed, so its history is unreadable everywhere"
+            )
     except AlreadyExists:
         return _fail(f"user {args.name} already exists; use `mbeon-chat user passwd {args.name}` to change the password")
     except NotFound:
@@ -178,6 +192,13 @@ def cmd_user(args: argparse.Namespace) -> int:
     except (AccountError, SchemaOutOfDate) as exc:
         return _fail(str(exc))
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from mbeon_chat.cli_keys import cmd_keys as run
+
+    config = _load(args)
+    return run(args, config)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -219,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user_sub.add_parser("remove").add_argument("name")
     user_sub.add_parser("list")
+    from mbeon_chat.cli_keys import add_parsers
+
+    add_parsers(sub, user_sub)
+    sub.choices["keys"].set_defaults(fn=cmd_keys)
     reload = sub.add_parser(
         "reload", help="reload the config file and changed plugins in the running server (like SIGHUP)"
     )

@@ -49,7 +49,10 @@ def ids_from(start_ms: int, step_ms: int = 1000) -> Callable[[], str]:
 
 
 def chat(message_id: str, sender: str, recipient: str, body: str) -> ArchiveWrite:
-    stanza = f"<message xmlns='jabber:client' from='{sender}/phone' to='{recipient}' type='chat'><body>{body}</body></message>"
+    stanza = (
+        f"<message xmlns='jabber:client' from='{sender}/phone' to='{recipient}' type='chat'>"
+        f"<body>{body}</body></message>"
+    )
     return ArchiveWrite(
         id=message_id,
         sender=sender,
@@ -65,7 +68,11 @@ async def write_conversation(archive: SqlArchiveStore, n: int, start_ms: int = T
     next_id = ids_from(start_ms)
     written = []
     for i in range(n):
-        w = chat(next_id(), ALICE, BOB, f"message {i}") if i % 2 == 0 else chat(next_id(), BOB, ALICE, f"reply {i}")
+        w = (
+            chat(next_id(), ALICE, BOB, f"message {i}")
+            if i % 2 == 0
+            else chat(next_id(), BOB, ALICE, f"reply {i}")
+        )
         assert await archive.archive(w) is not None
         written.append(w.id)
     return written
@@ -181,7 +188,9 @@ async def test_filters_by_with_time_and_ids(vault: Storage) -> None:
 
     q = archive.query
     assert ids(await q("alice", ArchiveFilter(with_jid=BOB), PageRequest())) == [w[0].id, w[2].id]
-    assert ids(await q("alice", ArchiveFilter(with_jid=CAROL, with_resource="phone"), PageRequest())) == [w[1].id]
+    assert ids(await q("alice", ArchiveFilter(with_jid=CAROL, with_resource="phone"), PageRequest())) == [
+        w[1].id
+    ]
     assert ids(await q("alice", ArchiveFilter(start_ms=T0 + 60_000, end_ms=T0 + 120_000), PageRequest())) == [
         w[1].id,
         w[2].id,
@@ -197,7 +206,9 @@ async def test_filters_by_with_time_and_ids(vault: Storage) -> None:
 async def test_unknown_cursor_ids_are_reported(vault: Storage) -> None:
     written = await write_conversation(vault.archive, 2)
     with pytest.raises(UnknownId):
-        await vault.archive.query("alice", ArchiveFilter(), PageRequest(after="0190abcd-0000-7000-8000-000000000000"))
+        await vault.archive.query(
+            "alice", ArchiveFilter(), PageRequest(after="0190abcd-0000-7000-8000-000000000000")
+        )
     with pytest.raises(UnknownId):  # another owner's message is not in this archive
         await vault.archive.query("carol", ArchiveFilter(), PageRequest(before=written[0]))
 
@@ -219,14 +230,18 @@ async def test_retention_purges_old_messages_and_destroys_emptied_conversation_k
     assert await archive.purge_older_than(T0 + 3_600_000) == 2 * len(old) + 2
 
     assert [m.id for m in (await archive.query("alice", ArchiveFilter(), PageRequest())).messages] == recent
-    assert await archive.destroy_unused_keys(min_age_ms=0) == 1  # alice-carol: nothing sealed with it any more
+    assert (
+        await archive.destroy_unused_keys(min_age_ms=0) == 1
+    )  # alice-carol: nothing sealed with it any more
     async with vault.database.transaction("test.keys", readonly=True) as conn:
         pairs = {(r.jid_a, r.jid_b) for r in await conn.execute(select(conversation_keys))}
     assert pairs == {(ALICE, BOB)}
 
 
 async def test_a_key_that_seals_an_offline_message_survives_retention(vault: Storage) -> None:
-    payload = f"<message xmlns='jabber:client' from='{ALICE}/x' to='{CAROL}'><body>hi</body></message>".encode()
+    payload = (
+        f"<message xmlns='jabber:client' from='{ALICE}/x' to='{CAROL}'><body>hi</body></message>".encode()
+    )
     assert await vault.offline.push("carol", payload, max_per_user=10)
 
     assert await vault.archive.destroy_unused_keys(min_age_ms=0) == 0

@@ -174,9 +174,7 @@ class Keyring:
     """
 
     def __init__(self, keys: Sequence[MasterKey], source: str = "memory", path: Path | None = None) -> None:
-        if not keys:
-            raise KeyringError("a keyring needs at least one master key")
-        self._keys = list(keys)
+        self._keys = list(keys)  # empty: a locked keyring (destroys keys, cannot seal or open)
         self.source = source
         self.path = path
         self._mtime = self._stat()
@@ -185,6 +183,8 @@ class Keyring:
     @property
     def primary(self) -> MasterKey:
         self._maybe_refresh()
+        if not self._keys:
+            raise KeyringError(f"no master key loaded ({self.source})")
         return self._keys[0]
 
     @property
@@ -239,17 +239,25 @@ def load_keyring(
     env_name: str,
     default_file: Path,
     environ: Mapping[str, str] | None = None,
+    *,
+    create_default: bool = True,
 ) -> Keyring:
     """The configured keyring: ``key_file`` if set, else ``$env_name`` if set, else ``default_file``.
 
-    Only ``default_file`` is created when missing (a development default, logged as a warning): a
-    configured file that is missing is an error, since a new key would make existing data unreadable.
+    Only ``default_file`` is created when missing (a development default, logged as a warning; not with
+    ``create_default=False``): a configured file that is missing is an error, since a new key would make
+    existing data unreadable.
     """
     env = os.environ if environ is None else environ
     if key_file is not None:
         return _keyring_from_file(key_file, "storage.master_key_file")
     if env_name and env.get(env_name, "").strip():
         return Keyring(parse_keys(env[env_name], f"${env_name}"), source=f"${env_name}")
+    if not default_file.exists() and not create_default:
+        raise KeyringError(
+            f"no master key: set storage.master_key_file or ${env_name}, or start the server once to "
+            f"generate the development key {default_file}"
+        )
     if not default_file.exists():
         write_key_file(default_file, [MasterKey.generate()])
         log.warning(
@@ -555,9 +563,11 @@ def _wrap(master: MasterKey, secret: bytes, key_id: str, conversation: Conversat
     return nonce + master._aead().encrypt(nonce, secret, conversation.wrap_aad(key_id))
 
 
-def keyring_from_config(config: Any) -> Keyring:
+def keyring_from_config(config: Any, *, create_default: bool = True) -> Keyring:
     """The keyring the configuration names (``storage.master_key_file`` / ``storage.master_key_env``),
     with ``<data_dir>/master.key`` as the generated development default."""
     section = config.storage
     key_file = config.path(section.master_key_file) if section.master_key_file else None
-    return load_keyring(key_file, section.master_key_env, config.data_dir / "master.key")
+    return load_keyring(
+        key_file, section.master_key_env, config.data_dir / "master.key", create_default=create_default
+    )

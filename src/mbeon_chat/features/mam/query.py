@@ -242,9 +242,9 @@ class QueryService:
                 await self.api.send(el)
         sent = [msg for msg, _ in kept]
         complete = page.complete and len(sent) == len(page.messages)
-        first_index = page.first_index
-        if backward and first_index is not None and sent:
-            first_index += page.messages.index(sent[0])
+        # The index of the first item only on forward pages: slixmpp (1.8-1.10 at least) stops paging
+        # backwards as soon as first index + page size == count, which holds for the last page.
+        first_index = None if backward else page.first_index
         fin = Element(_M + "fin", {"complete": "true" if complete else "false"})
         rsm = fin.add(_RSM + "set")
         if sent:

@@ -53,22 +53,26 @@ async def upsert(
     await conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=changes))
 
 
-async def insert_ignore(conn: AsyncConnection, table: Table, values: Mapping[str, Any]) -> None:
-    """Insert ``values`` unless a row with the same primary or unique key exists (then nothing changes).
+async def insert_ignore(
+    conn: AsyncConnection, table: Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert ``values`` (one row or several) unless a row with the same primary or unique key exists
+    (then nothing changes for that row).
 
     The retry-safe write: re-running it after a commit whose acknowledgement was lost changes nothing.
     """
+    values = dict(values) if isinstance(values, Mapping) else [dict(v) for v in values]
     dialect = conn.dialect.name
     if dialect == "mysql" or dialect == "mariadb":
         # ON DUPLICATE KEY UPDATE <pk> = <pk>, not INSERT IGNORE (which would also hide other errors).
         first = next(iter(table.primary_key.columns))
-        my_stmt = mysql.insert(table).values(dict(values))
+        my_stmt = mysql.insert(table).values(values)
         await conn.execute(my_stmt.on_duplicate_key_update({first.name: first}))
         return
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).values(dict(values))
+        stmt: Any = postgresql.insert(table).values(values)
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(dict(values))
+        stmt = sqlite.insert(table).values(values)
     else:  # pragma: no cover - only the three supported backends
         raise NotImplementedError(f"insert_ignore on {dialect}")
     await conn.execute(stmt.on_conflict_do_nothing())

@@ -145,21 +145,24 @@ class SqlArchiveStore:
         self, conn: AsyncConnection, w: ArchiveWrite, default_mode: str
     ) -> tuple[str, ...] | None:
         owners = sorted({o for o in (w.sender_owner, w.recipient_owner) if o})
-        lock = select(accounts.c.username).where(accounts.c.username.in_(owners)).with_for_update(read=True)
-        existing = set((await conn.scalars(lock)).all())
-        if w.recipient_owner is not None and w.recipient_owner not in existing:
+        # The owners' account rows, share-locked (an account being deleted makes us wait, then we see it
+        # gone), with their preferences in the same round trip.
+        query = (
+            select(accounts.c.username, *_PREF_COLUMNS)
+            .select_from(accounts.outerjoin(mam_prefs, mam_prefs.c.username == accounts.c.username))
+            .where(accounts.c.username.in_(owners))
+            .with_for_update(read=True, of=accounts)
+        )
+        prefs = {row.username: _prefs_row(row, default_mode) for row in await conn.execute(query)}
+        if w.recipient_owner is not None and w.recipient_owner not in prefs:
             return None
-        done = (await conn.scalars(select(_m.c.owner).where(_m.c.id == w.id))).all()
-        if done:  # an earlier attempt of this write committed
-            return tuple(sorted(done))
-        prefs = await _prefs_of(conn, owners, default_mode)
         copies: list[tuple[str, str, str | None, bool]] = []
         sender, recipient = w.sender_owner, w.recipient_owner
-        if sender is not None and sender in existing and await _wants(conn, sender, w.recipient, prefs):
+        if sender is not None and sender in prefs and await _wants(conn, sender, w.recipient, prefs):
             copies.append((sender, w.recipient, w.recipient_resource, True))
         if (
             recipient is not None
-            and recipient in existing
+            and recipient in prefs
             and recipient != sender
             and await _wants(conn, recipient, w.sender, prefs)
         ):
@@ -169,8 +172,8 @@ class SqlArchiveStore:
         key = await self.crypto.key_for_write(conn, Conversation.chat(w.sender, w.recipient))
         sealed = key.seal(w.stanza, _context(w.id))
         created = id_timestamp_ms(w.id)
-        for owner, with_jid, with_resource, outgoing in copies:
-            values = {
+        rows = [
+            {
                 "owner": owner,
                 "id": w.id,
                 "with_jid": with_jid,
@@ -180,7 +183,10 @@ class SqlArchiveStore:
                 "key_id": key.key_id,
                 "payload": sealed,
             }
-            await insert_ignore(conn, _m, values)
+            for owner, with_jid, with_resource, outgoing in copies
+        ]
+        # Ignoring existing rows makes a retry after a lost acknowledgement a no-op: the id is the same.
+        await insert_ignore(conn, _m, rows)
         return tuple(c[0] for c in copies)
 
     # --- preferences -------------------------------------------------------------------------------
@@ -402,13 +408,21 @@ def _conditions(owner: str, flt: ArchiveFilter) -> list[Any]:
     return conds
 
 
+_PREF_COLUMNS = (mam_prefs.c.default_mode, mam_prefs.c.always_jids, mam_prefs.c.never_jids)
+
+
+def _prefs_row(row: Any, default_mode: str) -> Prefs:
+    if row.default_mode is None:
+        return Prefs(default_mode)
+    return Prefs(row.default_mode, tuple(json.loads(row.always_jids)), tuple(json.loads(row.never_jids)))
+
+
 async def _prefs_of(conn: AsyncConnection, owners: Sequence[str], default_mode: str) -> dict[str, Prefs]:
     out = {owner: Prefs(default_mode) for owner in owners}
     if owners:
-        for row in await conn.execute(select(mam_prefs).where(mam_prefs.c.username.in_(list(owners)))):
-            out[row.username] = Prefs(
-                row.default_mode, tuple(json.loads(row.always_jids)), tuple(json.loads(row.never_jids))
-            )
+        query = select(mam_prefs.c.username, *_PREF_COLUMNS).where(mam_prefs.c.username.in_(list(owners)))
+        for row in await conn.execute(query):
+            out[row.username] = _prefs_row(row, default_mode)
     return out
 
 

@@ -11,7 +11,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e .
 if [ -x scripts/setup-web.sh ]; then
-  scripts/setup-web.sh || echo "web client not installed: /chat/ will say how to install it" >&2
+  scripts/setup-web.sh --no-browser || echo "web client not installed: /chat/ will say how to install it" >&2
 fi
 .venv/bin/mbeon-chat migrate
 if ! .venv/bin/mbeon-chat user list | grep -q '^alice@'; then

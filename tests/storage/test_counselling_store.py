@@ -17,9 +17,10 @@ from mbeon_chat.features.counselling.store import (
     SessionRecord,
     entry,
 )
-from mbeon_chat.storage import schema_counselling
+from mbeon_chat.storage import schema_counselling  # noqa: F401  (its tables join the metadata)
 from mbeon_chat.storage.database import Database
 from mbeon_chat.storage.ids import new_id
+from mbeon_chat.storage.schema import metadata
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def waiting(client: str, created: int, topic: str = "school", language: str = "e
 
 def _counselling_only(conn: Connection) -> list[object]:
     ours = MetaData()
-    for table in schema_counselling.metadata.sorted_tables:
+    for table in metadata.sorted_tables:
         if table.name.startswith("counselling_"):
             table.to_metadata(ours)
     diffs = compare_metadata(MigrationContext.configure(conn), ours)

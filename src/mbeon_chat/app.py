@@ -191,6 +191,9 @@ class App:
             await self.plugins.apply([], list(reversed(list(self.plugins.loaded))))
         if self.http is not None:
             await self.http.stop()
+        if self._tasks:
+            # Let work started by the closing sessions (end hooks, database writes) finish first.
+            await asyncio.wait(list(self._tasks), timeout=min(grace, 5.0))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -193,7 +193,7 @@ class App:
             await self.http.stop()
         if self._tasks:
             # Let work started by the closing sessions (end hooks, database writes) finish first.
-            await asyncio.wait(list(self._tasks), timeout=min(grace, 5.0))
+            await asyncio.wait(list(self._tasks), timeout=min(grace, 1.0))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

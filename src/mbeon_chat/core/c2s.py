@@ -280,7 +280,6 @@ class ClientConnection:
             self.wire.close()
         self._auth_timer.cancel()
         services = self.services
-        services.connections.discard(self)
         services.metrics.connection_closed(self.transport_name)
         session = self.session
         if session is not None and services.registry.unbind(session):
@@ -289,4 +288,7 @@ class ClientConnection:
                 await services.hooks.fire("session/ended", session, reason)
             except Exception:
                 self._log.exception("session.end_hook_failed")
+        # Only now: App.stop() waits for the workers of the connections in this set, so a shutdown waits
+        # for the session/ended handlers (unavailable presence, their database work) of closing sessions.
+        services.connections.discard(self)
         self._log.info("session.closed", reason=reason, jid=str(session.jid) if session else None)

@@ -38,6 +38,7 @@ from mbeon_chat.plugin.api import PluginAPI
 log = structlog.get_logger("mbeon_chat.plugin.host")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "features"
 _generation = itertools.count(1)
+TEARDOWN_TIMEOUT = 5.0
 
 
 class PluginError(Exception):
@@ -493,13 +494,18 @@ class PluginHost:
             task.cancel()
 
     async def _teardown(self, plugin: LoadedPlugin) -> None:
+        """Wait for the old version's cancelled timers/tasks, then run its ``on_unload``; a task that ignores
+        cancellation or an ``on_unload`` that hangs is logged and left behind after TEARDOWN_TIMEOUT (the
+        reload lock is not held hostage by one plugin)."""
         if plugin.running:
-            await asyncio.gather(*plugin.running, return_exceptions=True)
+            _, pending = await asyncio.wait(plugin.running, timeout=TEARDOWN_TIMEOUT)
+            if pending:
+                log.error("plugin.teardown_stuck", plugin=plugin.name, tasks=len(pending))
         for callback in plugin.api.reg.on_unload:
             try:
                 result = callback()
                 if inspect.isawaitable(result):
-                    await result
+                    await asyncio.wait_for(result, TEARDOWN_TIMEOUT)
             except Exception:
                 log.exception("plugin.unload_failed", plugin=plugin.name)
         _forget_module(plugin.module)

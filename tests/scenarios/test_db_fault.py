@@ -75,7 +75,8 @@ class Killer:
             with conn.cursor() as cur:
                 while not self._stop.wait(self.interval):
                     cur.execute(
-                        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                        "SELECT ID FROM information_schema.PROCESSLIST"
+                        " WHERE DB = %s AND ID <> CONNECTION_ID()",
                         (self.url.database,),
                     )
                     for (thread_id,) in cur.fetchall():
@@ -195,9 +196,9 @@ async def proxied(url: str) -> AsyncIterator[tuple[Proxy, str]]:
 
 
 async def readyz(srv: RunningServer) -> int:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{srv.http_port}/readyz") as resp:
-            return resp.status
+    url = f"http://127.0.0.1:{srv.http_port}/readyz"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status
 
 
 async def error_for(sender: Client, to: str, body: str, within: float) -> str:

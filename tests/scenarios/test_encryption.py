@@ -102,7 +102,7 @@ def leaks(raw: bytes, texts: list[str]) -> list[str]:
 
 async def test_a_raw_database_dump_contains_no_message_text(
     tmp_path: Path,
-    backend_url: str,
+    backend_url: str,  # noqa: F811
     backend_name: str,  # noqa: F811
 ) -> None:
     async with running_server(tmp_path, overrides(tmp_path), storage_url=backend_url) as srv:

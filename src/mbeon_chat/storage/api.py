@@ -179,6 +179,7 @@ async def open_storage(
     """
     # Imported here: the implementations import this module for the values and errors.
     from mbeon_chat.storage.stores.accounts import SqlAccountStore
+    from mbeon_chat.storage.stores.client import delete_account_data
     from mbeon_chat.storage.stores.offline import SqlOfflineStore
     from mbeon_chat.storage.stores.roster import SqlRosterStore
 
@@ -190,6 +191,7 @@ async def open_storage(
             await database.close()
             raise
     accounts = SqlAccountStore(database)
+    accounts.cleanups.append(delete_account_data)  # blocklist, PEP, vCard (stores/client.py)
     crypto = archive = None
     if keyring is not None:
         from mbeon_chat.storage.crypto import ConversationCrypto

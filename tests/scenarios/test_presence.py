@@ -136,6 +136,8 @@ async def test_a_request_to_an_offline_contact_waits_until_they_log_in(tmp_path:
             await next_item(alice_pushes, srv.jid("bob"))
             await settle(alice)
             assert await state(srv, "bob", "alice") == "(none+in)"
+            report = await srv.app.reload("roster")  # and presence, which depends on it: the request survives
+            assert report.ok and set(report.plugins) >= {"roster", "presence"}
 
             for _ in range(2):  # delivered on each login until answered (RFC 6121 3.1.3)
                 bob = await manual(srv, "bob")

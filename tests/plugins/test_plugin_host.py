@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from reload_kit import ConfigFile, write_plugin
 
 from harness import running_server
 from mbeon_chat.plugin import host as host_module
-from reload_kit import ConfigFile, write_plugin
 
 TICKER = """
 import asyncio

@@ -271,3 +271,21 @@ async def test_presence_for_an_account_that_does_not_exist_is_ignored(tmp_path: 
             ] == []  # RFC 6121 8.5.1
         finally:
             await disconnect(alice)
+
+
+async def test_a_session_replaced_by_the_same_resource_goes_unavailable_before_the_new_one_appears(
+    tmp_path: Path,
+) -> None:
+    async with im_server(tmp_path) as srv:
+        alice, bob = await manual(srv, "alice"), await manual(srv, "bob", "laptop")
+        replacement = None
+        try:
+            await befriend(srv, alice, bob)
+            drain(alice)
+            replacement = await manual(srv, "bob", "laptop")  # same full JID: the old session gets <conflict/>
+            gone = await alice.next_presence(from_=str(bob.boundjid))
+            assert gone["type"] == "unavailable"
+            back = await alice.next_presence(from_=str(replacement.boundjid))
+            assert back["type"] == "available"
+        finally:
+            await disconnect(alice, bob, *([replacement] if replacement else []))

@@ -150,7 +150,7 @@ class ClientConnection:
                     return "tls handshake failed"
                 self.machine.tls_established()
             elif isinstance(event, ev.BindRequested):
-                self._on_bind(event)
+                await self._on_bind(event)
             elif isinstance(event, ev.Authenticated):
                 self._log.info("auth.succeeded", username=event.username)
                 self.services.metrics.auth(True)
@@ -211,7 +211,7 @@ class ClientConnection:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def _on_bind(self, event: ev.BindRequested) -> None:
+    async def _on_bind(self, event: ev.BindRequested) -> None:
         services = self.services
         username = self.machine.username
         assert username is not None
@@ -223,7 +223,7 @@ class ClientConnection:
             self.machine.bind_failed(StanzaError(StanzaCondition.CONFLICT), iq_id)
             return
         if displaced is not None:
-            displaced.close(StreamCondition.CONFLICT, "replaced by a new session with the same resource")
+            await self._end_displaced(displaced)
         self.session = session
         self._auth_timer.cancel()
         self.machine.bind_succeeded(session.jid, iq_id)
@@ -232,6 +232,18 @@ class ClientConnection:
         self._log.info("session.bound", jid=str(session.jid))
         services.metrics.session_bound(len(services.registry))
         services.spawn(services.hooks.fire("session/bound", session))
+
+    async def _end_displaced(self, displaced: Session) -> None:
+        """The older session with this full JID: close it with <conflict/> and end it (unavailable presence,
+        leaving rooms) now, before the new session's bind result, so its end never follows the new start."""
+        old = displaced.conn
+        if isinstance(old, ClientConnection) and old.session is displaced:
+            old.session = None  # its own end must not fire session/ended a second time
+        displaced.close(StreamCondition.CONFLICT, "replaced by a new session with the same resource")
+        try:
+            await self.services.hooks.fire("session/ended", displaced, "replaced")
+        except Exception:
+            self._log.exception("session.end_hook_failed")
 
     async def _on_preauth_iq(self, el: Element) -> None:
         handler = self.services.preauth_iq

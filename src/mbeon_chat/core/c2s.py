@@ -174,7 +174,8 @@ class ClientConnection:
 
     async def _on_stanza(self, el: Element) -> None:
         session = self.session
-        assert session is not None
+        if session is None:  # replaced by a newer session with the same full JID; the close is queued
+            return
         self.services.metrics.stanza_in(el)
         from_attr = el.attrs.get("from")
         if from_attr is not None and from_attr != str(session.jid) and from_attr != str(session.bare):

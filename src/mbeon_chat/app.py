@@ -326,6 +326,7 @@ class App:
 
     def _swap_config(self, config: Config, tls: ssl.SSLContext, tls_digest: str) -> None:
         """The synchronous part of a reload: every live setting changes in this one step."""
+        logs_changed = config.log != self.config.log
         self.config = config
         self.ctx.config = config
         self.registry.conflict = ConflictPolicy(config.auth.resource_conflict)
@@ -335,7 +336,7 @@ class App:
             self.ctx.accounts.iterations = config.auth.scram_iterations
         self._tls, self._tls_digest = tls, tls_digest
         self._policy = self._build_policy(config)
-        if self._configure_logs:
+        if self._configure_logs and logs_changed:
             configure_logging(config.log.level, config.log.format)
 
     # --- TLS, policy and listeners -------------------------------------------------------------------

@@ -193,6 +193,12 @@ async def test_visitors_ask_for_voice_and_a_moderator_grants_it(tmp_path: Path) 
             assert 110 in codes(voiced)
             ben.send_message(mto=JID(room), mbody="Thank you", mtype="groupchat")
             assert (await a_seen.message(lambda m: m["body"] == "Thank you"))["from"] == JID(f"{room}/Ben")
+
+            # Leaving with unavailable presence, with a status text for the others.
+            ben.plugin["xep_0045"].leave_muc(JID(room), "Ben", "Good night")
+            left = await a_seen.presence(f"{room}/Ben", "unavailable")
+            assert left["status"] == "Good night" and left["muc"]["role"] == "none"
+            assert 110 in codes(await b_seen.presence(f"{room}/Ben", "unavailable"))
         finally:
             await disconnect(anna, ben)
 

@@ -1,4 +1,9 @@
-"""TCP client listeners: STARTTLS (RFC 6120 5) and direct TLS (XEP-0368). A thin adapter around the core."""
+"""TCP client listeners: STARTTLS (RFC 6120 5) and direct TLS (XEP-0368). A thin adapter around the core.
+
+Writes are batched: everything written to a connection during one turn of the event loop (a routed
+message, its carbons, the replies of a whole read chunk ...) leaves in one ``transport.write`` at the end
+of the turn, so one TLS record and one send() carry many stanzas under load.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ class TcpClientProtocol(asyncio.Protocol):
         self._direct_tls = direct_tls
         self.transport: asyncio.Transport | None = None
         self.conn: ClientConnection | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,17 +69,37 @@ class TcpClientProtocol(asyncio.Protocol):
 
     # --- Wire -------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        if not data:
+            return
+        pending = self._pending
+        if not pending:
+            if self.transport is None or self.transport.is_closing():
+                return
+            asyncio.get_running_loop().call_soon(self.flush)
+        pending.append(data)
+        self._pending_size += len(data)
+
+    def flush(self) -> None:
+        """Hand the batched writes to the transport (at the end of the loop turn, or before TLS/close)."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return buffered + self._pending_size
 
     async def start_tls(self) -> None:
         ctx = self._tls_context()
         if ctx is None or self.transport is None:
             raise RuntimeError("TLS is not configured")
         loop = asyncio.get_running_loop()
+        self.flush()  # <proceed/> goes out in the clear, before the handshake
         new = await loop.start_tls(self.transport, self, ctx, server_side=True, ssl_handshake_timeout=30)
         if new is None:
             raise ConnectionError("TLS handshake failed")
@@ -88,6 +115,7 @@ class TcpClientProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self.flush()
             self.transport.close()
 
 

@@ -104,6 +104,8 @@ def join(svc: MucService, room: Room | None, stanza: Stanza, nick: str) -> None:
         codes.append(170)
     if created:
         codes.append(201)
+    if (stanza.el.get("to") or "").partition("/")[2] != nick:
+        codes.append(210)  # the nickname was normalised (resourceprep)
     svc.broadcast_presence(room, occupant, self_codes=tuple(codes))
     send_history(svc, room, sender, x)
 

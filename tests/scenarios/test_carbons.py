@@ -47,7 +47,10 @@ async def test_alices_other_resource_sees_both_sides_of_her_chat_with_bob(tmp_pa
             assert (await phone.next_message())["body"] == "Are you coming tonight?"
             direction, copy = await next_carbon(laptop)
             assert direction == "received"
-            assert (str(copy["from"]), str(copy["to"])) == (f"{srv.jid('bob')}/desk", f"{srv.jid('alice')}/phone")
+            assert (str(copy["from"]), str(copy["to"])) == (
+                f"{srv.jid('bob')}/desk",
+                f"{srv.jid('alice')}/phone",
+            )
             assert copy["body"] == "Are you coming tonight?"
 
             chat(phone, srv.jid("bob"), "Yes, at eight.")

@@ -130,7 +130,7 @@ class WebSection:
 class PluginsSection:
     enabled: tuple[str, ...] = live(
         ("ping", "disco", "version", "roster", "presence", "offline", "register", "time", "adhoc",
-         "admin_commands", "muc", "counselling", "mam"),
+         "admin_commands", "muc", "counselling", "mam", "caps", "carbons", "blocking", "pep", "vcard"),
         note="plugins loaded/unloaded",
     )
     site_dirs: tuple[str, ...] = restart(("plugins",))

@@ -224,9 +224,9 @@ class Mbeon(Server):
             archive = self.config(True)
             self.cli(archive, "migrate", capture_output=True)
             run([PYTHON, str(HERE / "provision.py"), "mbeon", str(archive), "60", PASSWORD, "1"])
+        self.cli(config, "migrate", capture_output=True)  # always: the schema moves on between runs
         if self._have() >= users:
             return
-        self.cli(config, "migrate", capture_output=True)
         if self._have() == 0:
             self.cli(config, "user", "add", "u1", "--password-stdin", input=PASSWORD + "\n", capture_output=True)
         say(f"mbeon: provisioning {users} accounts")

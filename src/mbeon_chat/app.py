@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import Histogram
 
 from mbeon_chat.admin import AdminService
 from mbeon_chat.config import Config, ConfigError, diff, how_applied, load_config, parse_address
@@ -115,6 +116,15 @@ class App:
         self._reload_lock = asyncio.Lock()
         self._watcher: asyncio.Task[Any] | None = None
         self.last_reload: ReloadReport | None = None
+        self._reload_seconds = self.metrics.extra(
+            Histogram(
+                "mbeon_reload_seconds",
+                "Reload/load/unload duration by outcome",
+                ["result"],
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+                registry=None,
+            )
+        )
         self.started_at = 0.0
         self.storage: Any = None
         self.http: Any = None
@@ -256,6 +266,7 @@ class App:
             report.blocking_seconds = self.plugins.last_blocking
             report.trigger = trigger
         self.metrics.plugin_reload(report.ok)
+        self._reload_seconds.labels("ok" if report.ok else "error").observe(report.seconds)
         self.last_reload = report
         if report.ok:
             log.info(

@@ -263,6 +263,7 @@ async def test_enabled_plugins_and_restart_only_keys_are_reported_per_key(tmp_pa
         assert app.config.server.admins == ("bob@localhost",)
         assert app.policy().max_stanza_size == 65536
         assert "ping" not in app.plugins.loaded and "content_rule" in app.plugins.loaded
+        assert 'mbeon_reload_seconds_count{result="ok"} 1.0' in app.metrics.render().decode()
 
 
 async def test_cli_says_what_to_do_when_no_server_runs(tmp_path: Path, site: Path, capsys: Any) -> None:

@@ -96,7 +96,7 @@ async def test_killed_database_connections_lose_and_duplicate_no_message(
         try:
             sent = [f"note {i:03d}" for i in range(150)]
             errors: list[Any] = []
-            with Killer(mariadb_url, interval=0.05) as killer:
+            with Killer(mariadb_url, interval=0.1) as killer:
                 for i, body in enumerate(sent):
                     sender, receiver = (alice, bob) if i % 2 == 0 else (bob, alice)
                     sender.send_message(mto=str(receiver.boundjid), mbody=body, mtype="chat")

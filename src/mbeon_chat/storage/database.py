@@ -45,6 +45,7 @@ CONNECT_TIMEOUT_S = 5
 #: Default deadline of one named transaction, retries included: a database that hangs (a frozen server, a
 #: network partition without resets) costs a stanza this long, never the session.
 RUN_TIMEOUT_S = 10.0
+MAX_RETRY_DELAY_S = 1.0
 _DEFAULT: Any = object()
 _BEGIN_OPTION = "mbeon_sqlite_begin"
 
@@ -218,20 +219,23 @@ class Database:
         *args: *Ts,
         readonly: bool = False,
         timeout: float | None = _DEFAULT,
+        attempts: int | None = None,
     ) -> T:
         """Run ``fn(conn, *args)`` in a transaction named ``name``; re-run it on transient errors.
 
         ``fn`` may run more than once, so it must not have effects outside the transaction. The whole
         unit, retries included, has a deadline (``timeout``, default ``self.timeout``; None: none); past
-        it the transaction is abandoned (rolled back) and ``DatabaseTimeout`` raised.
+        it the transaction is abandoned (rolled back) and ``DatabaseTimeout`` raised. ``attempts``
+        overrides ``max_attempts`` for writes that should rather keep trying until the deadline.
         """
         limit = self.timeout if timeout is _DEFAULT else timeout
+        tries = attempts or self.max_attempts
         if limit is None:
-            return await self._run(name, fn, args, readonly)
+            return await self._run(name, fn, args, readonly, tries)
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit) as deadline:
-                return await self._run(name, fn, args, readonly)
+                return await self._run(name, fn, args, readonly, tries)
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
@@ -240,7 +244,7 @@ class Database:
             raise DatabaseTimeout(f"the database did not complete {name} within {limit:g} s") from exc
 
     async def _run(
-        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], readonly: bool
+        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], readonly: bool, tries: int
     ) -> T:
         started = time.monotonic()
         attempt = 0
@@ -254,12 +258,12 @@ class Database:
                 kind = classify_error(exc)
                 if kind is RetryKind.CONNECTION:
                     await self._fail_over(engine)
-                if kind is None or attempt >= self.max_attempts:
+                if kind is None or attempt >= tries:
                     if kind is not None or isinstance(exc, SQLAlchemyError):
                         log.warning("db.failed", txn=name, attempts=attempt, error=describe_error(exc))
                     self._report(name, time.monotonic() - started, False)
                     raise
-                delay = self.base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
+                delay = min(self.base_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_S) * (0.5 + random.random())
                 log.info(
                     "db.retry",
                     txn=name,

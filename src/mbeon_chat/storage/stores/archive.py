@@ -52,6 +52,7 @@ MODES = ("always", "never", "roster")
 _m = mam_messages
 _k = conversation_keys
 _BATCH = 500
+ARCHIVE_ATTEMPTS = 20  # within Database.timeout (10 s by default)
 
 
 class UnknownId(StorageError):
@@ -139,7 +140,10 @@ class SqlArchiveStore:
     async def archive(self, write: ArchiveWrite, default_mode: str = "always") -> tuple[str, ...] | None:
         """Store the owners' copies; returns the owners whose archive has the message (maybe none), or
         None when the recipient is a local account that does not exist (nothing stored)."""
-        return await self._db.run("mam.archive", self._archive, write, default_mode)
+        # A message waits for its archive row: keep retrying transient errors up to the deadline.
+        return await self._db.run(
+            "mam.archive", self._archive, write, default_mode, attempts=ARCHIVE_ATTEMPTS
+        )
 
     async def _archive(
         self, conn: AsyncConnection, w: ArchiveWrite, default_mode: str

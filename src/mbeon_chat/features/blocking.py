@@ -21,6 +21,7 @@ changes them, so the cache is exact within one server process.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -76,8 +77,11 @@ class Blocking:
     def __init__(self, api: PluginAPI, options: Options) -> None:
         self.api = api
         self.options = options
-        self.store = SqlBlocklistStore(api.storage.database)
         self._cache: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    @functools.cached_property
+    def store(self) -> SqlBlocklistStore:
+        return SqlBlocklistStore(self.api.storage.database)  # not in setup: check-config has no storage
 
     # --- the blocklist -------------------------------------------------------------------------------
     async def blocklist(self, username: str) -> frozenset[str]:

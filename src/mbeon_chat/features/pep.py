@@ -28,6 +28,7 @@ management, collection nodes, purge, result set paging, node access through dire
 from __future__ import annotations
 
 import datetime
+import functools
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,6 @@ class Pep:
     def __init__(self, api: PluginAPI, options: Options) -> None:
         self.api = api
         self.options = options
-        self.store = SqlPepStore(api.storage.database)
         self.defaults: dict[str, Any] = {
             "access_model": options.default_access_model,
             "persist_items": True,
@@ -124,6 +124,10 @@ class Pep:
             "notify_delete": True,
             "title": "",
         }
+
+    @functools.cached_property
+    def store(self) -> SqlPepStore:
+        return SqlPepStore(self.api.storage.database)  # not in setup: check-config has no storage
 
     @property
     def roster(self) -> Any:

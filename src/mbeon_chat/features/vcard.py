@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from mbeon_chat.core.session import Session
@@ -48,7 +49,10 @@ class VCards:
     def __init__(self, api: PluginAPI, options: Options) -> None:
         self.api = api
         self.options = options
-        self.store = SqlVCardStore(api.storage.database)
+
+    @functools.cached_property
+    def store(self) -> SqlVCardStore:
+        return SqlVCardStore(self.api.storage.database)  # not in setup: check-config has no storage
 
     async def on_get(self, iq: Stanza, origin: Session | None) -> Element:
         owner = iq.to.bare if iq.to is not None else iq.from_.bare if iq.from_ is not None else None

@@ -36,7 +36,7 @@ from mbeon_chat.xmpp.errors import StanzaCondition, StanzaError
 from mbeon_chat.xmpp.jid import JID, InvalidJID, jid_from_str
 from mbeon_chat.xmpp.stanza import IQ, Stanza
 
-DEPENDS = ("roster", "presence")
+DEPENDS = ()  # roster and presence are asked for at run time (presence on block/unblock)
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"

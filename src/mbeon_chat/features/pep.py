@@ -83,6 +83,9 @@ class Options:
     max_items: int = 256  # what pubsub#max_items "max" means, and the highest value allowed
     max_nodes: int = 1000  # per account
     max_item_bytes: int = 262144  # serialised payload of one item
+    #: Advertise urn:xmpp:bookmarks:1#compat: clients (Conversations, Gajim) then keep bookmarks in XEP-0402
+    #: PEP items. There is no XEP-0049 private storage here, so no second copy to keep in step.
+    bookmarks_compat: bool = True
 
     def validate(self) -> None:
         if self.default_access_model not in ACCESS_MODELS:
@@ -249,16 +252,20 @@ class Pep:
                 event = self.event_items(record.node, config, item)
                 await self.notify(owner, config, event, [session], item.published_at)
 
-    async def on_initial(self, session: Session) -> None:
+    async def watched(self, session: Session) -> list[str]:
+        """The accounts whose PEP nodes the session's user follows: itself and the local contacts whose
+        presence it receives."""
         username = session.bare.local
-        if username is None:
-            return
+        assert username is not None
         owners = [username]
         for item in await self.roster.all_items(username):
             contact = jid_from_str(item.contact)
             if item.subscription in ("to", "both") and contact.domain == self.api.domain and contact.local:
                 owners.append(contact.local)
-        await self.send_last_items(session, owners, when="presence")
+        return owners
+
+    async def on_initial(self, session: Session) -> None:
+        await self.send_last_items(session, await self.watched(session), when="presence")
 
     async def on_caps_changed(self, session: Session, previous: frozenset[str] | None) -> None:
         caps = self.api.plugin("caps")
@@ -266,18 +273,7 @@ class Pep:
             return  # initial presence follows, and sends what the session wants
         new = (caps.interests(session) or frozenset()) - {f.removesuffix("+notify") for f in previous or ()}
         if new:
-            username = session.bare.local
-            assert username is not None
-            owners = [username]
-            for item in await self.roster.all_items(username):
-                contact = jid_from_str(item.contact)
-                if (
-                    item.subscription in ("to", "both")
-                    and contact.domain == self.api.domain
-                    and contact.local
-                ):
-                    owners.append(contact.local)
-            await self.send_last_items(session, owners, when="presence", nodes=new)
+            await self.send_last_items(session, await self.watched(session), when="presence", nodes=new)
 
     async def on_subscribed(self, stanza: Stanza, origin: Session | None) -> bool:
         """An owner approved a contact's presence subscription: the contact gets the last items."""
@@ -471,6 +467,8 @@ def setup(api: PluginAPI) -> None:
     api.add_identity("pubsub", "pep", target="account")
     for var in FEATURES:
         api.add_feature(var, target="account")
+    if options.bookmarks_compat:
+        api.add_feature("urn:xmpp:bookmarks:1#compat", target="account")
     api.on_iq("get", PUBSUB, "pubsub", pep.on_pubsub, target="account")
     api.on_iq("set", PUBSUB, "pubsub", pep.on_pubsub, target="account")
     api.on_iq("get", OWNER, "pubsub", pep.on_owner, target="account")

@@ -249,3 +249,19 @@ async def test_a_message_to_an_absent_resource_is_archived_once(tmp_path: Path) 
             assert len(await archive_of(alice)) == 1
         finally:
             await disconnect(alice, bob)
+
+
+async def test_retention_purges_old_messages_and_their_conversation_keys(tmp_path: Path) -> None:
+    options = {"retention_days": 1.5 / 86400, "purge_interval": 0.25, "key_grace": 0.0}
+    async with mam_server(tmp_path, **options) as srv:
+        alice, bob = await login(srv, "alice"), await login(srv, "bob")
+        try:
+            await send_and_await(alice, bob, ["soon forgotten"])
+            assert len(await archive_of(bob)) == 1
+            deadline = asyncio.get_running_loop().time() + 10
+            while await archive_of(bob) or await srv.app.storage.crypto.master_key_usage():
+                assert asyncio.get_running_loop().time() < deadline, "retention did not run"
+                await asyncio.sleep(0.25)
+            assert await archive_of(alice) == []
+        finally:
+            await disconnect(alice, bob)

@@ -3,6 +3,7 @@ preferences, RSM paging and filters, retention, and erasure by account deletion 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -296,3 +297,16 @@ async def test_export_returns_the_whole_archive_decrypted(vault: Storage) -> Non
     exported = await vault.archive.export("bob")
     assert [m.id for m in exported] == written
     assert b"reply 1" in exported[1].stanza
+
+
+async def test_concurrent_writes_are_committed_together_and_each_gets_its_own_answer(vault: Storage) -> None:
+    next_id = ids_from(T0, step_ms=1)
+    writes = [chat(next_id(), ALICE, BOB if i % 3 else CAROL, f"burst {i}") for i in range(90)]
+    writes.append(chat(next_id(), ALICE, f"ghost@{DOMAIN}", "to nobody"))
+
+    results = await asyncio.gather(*(vault.archive.archive(w) for w in writes))
+
+    assert results[-1] is None
+    assert results[:-1] == [("alice", "bob") if i % 3 else ("alice", "carol") for i in range(90)]
+    assert await vault.archive.count("alice") == 90
+    assert await vault.archive.count("bob") == 60

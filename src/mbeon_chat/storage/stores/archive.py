@@ -13,6 +13,7 @@ results and counts at once, before the sweeper (``purge_orphans``) deletes them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import defaultdict
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mbeon_chat.storage.api import StorageError
 from mbeon_chat.storage.crypto import Conversation, ConversationCrypto
-from mbeon_chat.storage.database import Database
+from mbeon_chat.storage.database import Database, classify_error
 from mbeon_chat.storage.ids import id_timestamp_ms
 from mbeon_chat.storage.schema import accounts, offline_messages, roster_items
 from mbeon_chat.storage.schema_mam import conversation_keys, mam_messages, mam_prefs
@@ -53,6 +54,7 @@ _m = mam_messages
 _k = conversation_keys
 _BATCH = 500
 ARCHIVE_ATTEMPTS = 20  # within Database.timeout (10 s by default)
+MAX_BATCH = 64  # messages per group-commit transaction
 
 
 class UnknownId(StorageError):
@@ -131,24 +133,62 @@ def id_prefix(ms: int) -> str:
 
 
 class SqlArchiveStore:
-    def __init__(self, database: Database, crypto: ConversationCrypto, domain: str) -> None:
+    """Group commit: writes that arrive while a transaction runs go together into the next one (at most
+    ``MAX_BATCH``), and each caller resumes only once its row is committed, so archiving keeps up with
+    many concurrent senders without delaying a lone one."""
+
+    def __init__(
+        self, database: Database, crypto: ConversationCrypto, domain: str, *, group_commit: bool = True
+    ) -> None:
         self._db = database
         self.crypto = crypto
         self.domain = domain
+        self.group_commit = group_commit
+        self._queue: list[tuple[ArchiveWrite, str, asyncio.Future[tuple[str, ...] | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- writing -----------------------------------------------------------------------------------
     async def archive(self, write: ArchiveWrite, default_mode: str = "always") -> tuple[str, ...] | None:
         """Store the owners' copies; returns the owners whose archive has the message (maybe none), or
         None when the recipient is a local account that does not exist (nothing stored)."""
+        if not self.group_commit:
+            return (await self._write([(write, default_mode)]))[0]
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[str, ...] | None] = loop.create_future()
+        self._queue.append((write, default_mode, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            items = [(write, mode) for write, mode, _ in batch]
+            try:
+                results = await self._write(items)
+            except Exception as exc:
+                if len(batch) == 1 or isinstance(exc, TimeoutError) or classify_error(exc) is not None:
+                    for _, _, done in batch:  # the database is unavailable: all of them fail now
+                        _settle(done, error=exc)
+                    continue
+                for item, (_, _, done) in zip(items, batch, strict=True):  # find the one that fails
+                    try:
+                        _settle(done, (await self._write([item]))[0])
+                    except Exception as single:
+                        _settle(done, error=single)
+                continue
+            for (_, _, done), result in zip(batch, results, strict=True):
+                _settle(done, result)
+
+    async def _write(self, items: list[tuple[ArchiveWrite, str]]) -> list[tuple[str, ...] | None]:
+        name = "mam.archive" if len(items) == 1 else "mam.archive_batch"
         # A message waits for its archive row: keep retrying transient errors up to the deadline.
-        return await self._db.run(
-            "mam.archive", self._archive, write, default_mode, attempts=ARCHIVE_ATTEMPTS
-        )
+        return await self._db.run(name, self._archive, items, attempts=ARCHIVE_ATTEMPTS)
 
     async def _archive(
-        self, conn: AsyncConnection, w: ArchiveWrite, default_mode: str
-    ) -> tuple[str, ...] | None:
-        owners = sorted({o for o in (w.sender_owner, w.recipient_owner) if o})
+        self, conn: AsyncConnection, items: list[tuple[ArchiveWrite, str]]
+    ) -> list[tuple[str, ...] | None]:
+        owners = sorted({o for w, _ in items for o in (w.sender_owner, w.recipient_owner) if o})
         # The owners' account rows, share-locked (an account being deleted makes us wait, then we see it
         # gone), with their preferences in the same round trip.
         query = (
@@ -157,41 +197,54 @@ class SqlArchiveStore:
             .where(accounts.c.username.in_(owners))
             .with_for_update(read=True, of=accounts)
         )
-        prefs = {row.username: _prefs_row(row, default_mode) for row in await conn.execute(query)}
-        if w.recipient_owner is not None and w.recipient_owner not in prefs:
-            return None
-        copies: list[tuple[str, str, str | None, bool]] = []
-        sender, recipient = w.sender_owner, w.recipient_owner
-        if sender is not None and sender in prefs and await _wants(conn, sender, w.recipient, prefs):
-            copies.append((sender, w.recipient, w.recipient_resource, True))
-        if (
-            recipient is not None
-            and recipient in prefs
-            and recipient != sender
-            and await _wants(conn, recipient, w.sender, prefs)
-        ):
-            copies.append((recipient, w.sender, w.sender_resource, False))
-        if not copies:
-            return ()
-        key = await self.crypto.key_for_write(conn, Conversation.chat(w.sender, w.recipient))
-        sealed = key.seal(w.stanza, _context(w.id))
-        created = id_timestamp_ms(w.id)
-        rows = [
-            {
-                "owner": owner,
-                "id": w.id,
-                "with_jid": with_jid,
-                "with_resource": with_resource,
-                "outgoing": outgoing,
-                "created_at": created,
-                "key_id": key.key_id,
-                "payload": sealed,
-            }
-            for owner, with_jid, with_resource, outgoing in copies
-        ]
-        # Ignoring existing rows makes a retry after a lost acknowledgement a no-op: the id is the same.
-        await insert_ignore(conn, _m, rows)
-        return tuple(c[0] for c in copies)
+        stored = {row.username: row for row in await conn.execute(query)}
+        plans: list[list[tuple[str, str, str | None, bool]] | None] = []
+        for w, mode in items:
+            if w.recipient_owner is not None and w.recipient_owner not in stored:
+                plans.append(None)
+                continue
+            sender = w.sender_owner if w.sender_owner in stored else None
+            recipient = w.recipient_owner if w.recipient_owner in stored else None
+            prefs = {o: _prefs_row(stored[o], mode) for o in (sender, recipient) if o is not None}
+            copies: list[tuple[str, str, str | None, bool]] = []
+            if sender is not None and await _wants(conn, sender, w.recipient, prefs):
+                copies.append((sender, w.recipient, w.recipient_resource, True))
+            if (
+                recipient is not None
+                and recipient != sender
+                and await _wants(conn, recipient, w.sender, prefs)
+            ):
+                copies.append((recipient, w.sender, w.sender_resource, False))
+            plans.append(copies)
+        # One data key per conversation, fetched in a fixed order (no lock-order deadlocks between nodes).
+        wanted = {
+            Conversation.chat(w.sender, w.recipient) for (w, _), p in zip(items, plans, strict=True) if p
+        }
+        keys = {c: await self.crypto.key_for_write(conn, c) for c in sorted(wanted, key=lambda c: (c.a, c.b))}
+        rows = []
+        for (w, _), plan in zip(items, plans, strict=True):
+            if not plan:
+                continue
+            key = keys[Conversation.chat(w.sender, w.recipient)]
+            sealed = key.seal(w.stanza, _context(w.id))
+            created = id_timestamp_ms(w.id)
+            rows += [
+                {
+                    "owner": owner,
+                    "id": w.id,
+                    "with_jid": with_jid,
+                    "with_resource": with_resource,
+                    "outgoing": outgoing,
+                    "created_at": created,
+                    "key_id": key.key_id,
+                    "payload": sealed,
+                }
+                for owner, with_jid, with_resource, outgoing in plan
+            ]
+        # Ignoring existing rows makes a retry after a lost acknowledgement a no-op: the ids are the same.
+        for start in range(0, len(rows), 100):
+            await insert_ignore(conn, _m, rows[start : start + 100])
+        return [None if p is None else tuple(c[0] for c in p) for p in plans]
 
     # --- preferences -------------------------------------------------------------------------------
     async def get_prefs(self, owner: str, default_mode: str = "always") -> Prefs:
@@ -467,3 +520,16 @@ async def _purge_orphans(conn: AsyncConnection, batch: int) -> int:
     for owner, ids in by_owner.items():
         await conn.execute(delete(_m).where(and_(_m.c.owner == owner, _m.c.id.in_(ids))))
     return len(rows)
+
+
+def _settle(
+    done: asyncio.Future[tuple[str, ...] | None],
+    result: tuple[str, ...] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if done.done():  # the caller gave up (cancelled); the row is written all the same
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)

@@ -50,7 +50,7 @@ async def test_blocked_bob_cannot_reach_alice_until_she_unblocks_him(tmp_path: P
             await bob.plugin["xep_0199"].ping(alice.boundjid, timeout=5)  # reachable before
             assert await other.plugin["xep_0191"].get_blocked_jids() == set()  # the laptop wants pushes
             pushed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-            other.add_event_handler("blocked", lambda iq: pushed.done() or pushed.set_result(iq))
+            other.add_event_handler("blocked", lambda iq: None if pushed.done() else pushed.set_result(iq))
 
             await alice.plugin["xep_0191"].block(srv.jid("bob"))
 

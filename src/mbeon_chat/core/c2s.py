@@ -192,8 +192,12 @@ class ClientConnection:
             return
         stanza.set_from(session.jid)
         hooks = self.services.hooks
-        if hooks.has("stanza/in") and await hooks.fire("stanza/in", stanza, session):
-            return
+        if hooks.has("stanza/in"):
+            dropped = hooks.dispatch("stanza/in", stanza, session)
+            if not isinstance(dropped, bool):
+                dropped = await dropped
+            if dropped:
+                return
         await self.services.router.route(stanza, session)
 
     async def _on_credentials(self, event: ev.CredentialsNeeded) -> None:

@@ -2,6 +2,9 @@
 
 A handler returns ``True`` (or an awaitable resolving to ``True``) to stop the chain. Each registration
 remembers its owner so that a plugin host can remove everything a plugin added in one call.
+
+:meth:`HookBus.dispatch` is the hot path's way in: it runs synchronous handlers without creating a
+coroutine and only returns an awaitable when a handler does.
 """
 
 from __future__ import annotations
@@ -65,7 +68,44 @@ class HookBus:
         """Run the chain until a handler returns True. Returns whether one did."""
         for reg in self._chains.get(event, ()):
             result = reg.handler(*args)
+            if result is None or result is False:
+                continue
+            if result is not True and inspect.isawaitable(result):
+                result = await result
+            if result:
+                return True
+        return False
+
+    def dispatch(self, event: str, *args: Any) -> bool | Awaitable[bool]:
+        """Like :meth:`fire`, but synchronous until a handler returns an awaitable.
+
+        Returns ``True``/``False`` when every handler that ran was synchronous, else an awaitable of the
+        result (the awaitable continues the chain): ``r = hooks.dispatch(...); if not isinstance(r, bool):
+        r = await r``. Saves a coroutine per call on chains of plain functions (most of the hot path).
+        """
+        chain = self._chains.get(event, ())
+        for i, reg in enumerate(chain):
+            result = reg.handler(*args)
+            if result is None or result is False:
+                continue
+            if result is True:
+                return True
             if inspect.isawaitable(result):
+                return self._finish(result, chain, i + 1, args)
+            if result:  # any other truthy value stops the chain, as in fire()
+                return True
+        return False
+
+    async def _finish(
+        self, pending: Awaitable[Any], chain: tuple[Registration, ...], start: int, args: tuple[Any, ...]
+    ) -> bool:
+        if await pending:
+            return True
+        for reg in chain[start:]:
+            result = reg.handler(*args)
+            if result is None or result is False:
+                continue
+            if result is not True and inspect.isawaitable(result):
                 result = await result
             if result:
                 return True

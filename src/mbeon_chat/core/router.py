@@ -26,6 +26,8 @@ log = structlog.get_logger("mbeon_chat.router")
 
 IqHandler = Callable[[Stanza, "Session | None"], Awaitable["Stanza | Element | None"]]
 SERVICE_UNAVAILABLE = StanzaCondition.SERVICE_UNAVAILABLE
+#: (kind, target) -> hook event name, built once instead of formatting a string per stanza
+_EVENTS = {(k, t): f"{k}/{t}" for k in ("message", "presence", "iq") for t in ("host", "bare", "full")}
 
 
 class Component(Protocol):
@@ -102,11 +104,14 @@ class Router:
             if to.local is None:
                 if to.resource is not None and kind != "iq":
                     raise StanzaError(SERVICE_UNAVAILABLE)
-                await self.hooks.fire(f"{kind}/host", stanza, origin)
+                target = "host"
             elif to.resource is None:
-                await self.hooks.fire(f"{kind}/bare", stanza, origin)
+                target = "bare"
             else:
-                await self.hooks.fire(f"{kind}/full", stanza, origin)
+                target = "full"
+            handled = self.hooks.dispatch(_EVENTS[kind, target], stanza, origin)
+            if not isinstance(handled, bool):
+                await handled
             return
         component = self.components.get(to.domain)
         if component is not None:
@@ -154,11 +159,15 @@ class Router:
     async def _default_message_host(self, stanza: Stanza, origin: Session | None) -> bool:
         return True  # nothing on the host reads messages unless a plugin does
 
-    async def _default_message_full(self, stanza: Stanza, origin: Session | None) -> bool:
+    def _default_message_full(self, stanza: Stanza, origin: Session | None) -> bool | Awaitable[bool]:
+        # Synchronous on the common path (the resource is online); the rest is a coroutine (see HookBus).
         session = self.registry.get(stanza.to) if stanza.to else None
         if session is not None:
             session.send(stanza.el)
             return True
+        return self._message_full_unknown(stanza, origin)
+
+    async def _message_full_unknown(self, stanza: Stanza, origin: Session | None) -> bool:
         if stanza.type == "groupchat":
             raise StanzaError(SERVICE_UNAVAILABLE)
         if stanza.type == "error":

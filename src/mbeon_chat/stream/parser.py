@@ -71,25 +71,33 @@ class _ExpatTree:
             self._ns_decls[prefix or ""] = uri or ""
 
     def _start(self, raw: str, attrs: dict[str, str]) -> None:
-        tag = self._name(raw)
+        # Called per element: locals and a reused attribute dict (expat makes a new one per call; it is
+        # copied only when an attribute name carries a namespace).
+        tag = self._names.get(raw) or self._name(raw)
         if attrs:
-            attrs = {self._name(k) if _SEP in k else k: v for k, v in attrs.items()}
-        depth = len(self._stack)
+            for k in attrs:
+                if _SEP in k:
+                    attrs = {self._name(k) if _SEP in k else k: v for k, v in attrs.items()}
+                    break
+        stack = self._stack
+        depth = len(stack)
         if depth >= self.max_depth:
             raise StreamError(StreamCondition.POLICY_VIOLATION, "element nesting too deep")
         el = Element(tag, attrs)
-        if self._stack:
-            self._stack[-1].children.append(el)
-        self._stack.append(el)
+        if stack:
+            stack[-1].children.append(el)
+        stack.append(el)
         self.on_start(el, depth)
 
     def _end(self, raw: str) -> None:
-        el = self._stack.pop()
-        self.on_end(el, len(self._stack))
+        stack = self._stack
+        el = stack.pop()
+        self.on_end(el, len(stack))
 
     def _chars(self, data: str) -> None:
-        if len(self._stack) > self.base_depth:
-            self._stack[-1].children.append(data)
+        stack = self._stack
+        if len(stack) > self.base_depth:
+            stack[-1].children.append(data)
         elif data.strip():
             raise StreamError(StreamCondition.NOT_WELL_FORMED, "text outside of stanzas")
         else:
@@ -160,23 +168,24 @@ class StreamParser(_ExpatTree):
         return self.events
 
     def on_start(self, el: Element, depth: int) -> None:
-        if depth == 0:
+        if depth == 1:
+            self._stanza_start = self._parser.CurrentByteIndex
+        elif depth == 0:
             if el.tag != _STREAM_TAG:
                 if el.tag.endswith("}stream"):
                     raise StreamError(StreamCondition.INVALID_NAMESPACE, "wrong stream namespace")
                 raise StreamError(StreamCondition.INVALID_NAMESPACE, "expected <stream:stream>")
             self._boundary = self._parser.CurrentByteIndex
             self.events.append(StreamHeader(el.attrs, self._ns_decls.get("", ""), ns.STREAMS))
-        elif depth == 1:
-            self._stanza_start = self._parser.CurrentByteIndex
 
     def on_end(self, el: Element, depth: int) -> None:
         if depth == 1:
-            size = self._parser.CurrentByteIndex - self._stanza_start
+            end = self._parser.CurrentByteIndex
+            size = end - self._stanza_start
             if size > self.max_stanza_size:
                 raise StreamError(StreamCondition.POLICY_VIOLATION, "stanza too large")
             self._stack[0].children.clear()
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = end
             self.events.append(ElementParsed(el, size))
         elif depth == 0:
             self._closed = True

@@ -36,6 +36,34 @@ def escape_attr(s: str) -> str:
     return s
 
 
+#: Serialiser caches (bounded): tag -> (namespace, local); attribute value -> escaped text. Stanzas repeat
+#: the same few tags and addresses, so most lookups hit.
+_SPLITS: dict[str, tuple[str, str]] = {}
+_ESCAPED_ATTRS: dict[str, str] = {}
+_CACHE_MAX = 4096
+
+
+def _split_cached(tag: str) -> tuple[str, str]:
+    parts = _SPLITS.get(tag)
+    if parts is None:
+        parts = split_tag(tag)
+        if len(_SPLITS) >= _CACHE_MAX:
+            _SPLITS.clear()
+        _SPLITS[tag] = parts
+    return parts
+
+
+def _escape_attr_cached(s: str) -> str:
+    escaped = _ESCAPED_ATTRS.get(s)
+    if escaped is None:
+        escaped = escape_attr(s)
+        if len(s) <= 256:
+            if len(_ESCAPED_ATTRS) >= _CACHE_MAX:
+                _ESCAPED_ATTRS.clear()
+            _ESCAPED_ATTRS[s] = escaped
+    return escaped
+
+
 def split_tag(tag: str) -> tuple[str, str]:
     """``{ns}local`` -> (ns, local); a tag without namespace gives ("", local)."""
     if tag[0] == "{":
@@ -151,13 +179,7 @@ def E(tag: str, attrs: dict[str, str] | None = None, *children: Element | str) -
 
 
 def _write(el: Element, out: list[str], default_ns: str, prefixes: dict[str, str]) -> None:
-    tag = el.tag
-    if tag[0] == "{":
-        end = tag.index("}")
-        el_ns = tag[1:end]
-        local = tag[end + 1 :]
-    else:
-        el_ns, local = "", tag
+    el_ns, local = _split_cached(el.tag)
     decl = ""
     prefix = prefixes.get(el_ns) if el_ns != default_ns else None
     if prefix is not None:
@@ -189,7 +211,7 @@ def _write(el: Element, out: list[str], default_ns: str, prefixes: dict[str, str
                         extra_prefixes[a_ns] = p
                         out.append(" xmlns:" + p + '="' + escape_attr(a_ns) + '"')
                     key = p + ":" + a_local
-            out.append(" " + key + '="' + escape_attr(value) + '"')
+            out.append(" " + key + '="' + _escape_attr_cached(value) + '"')
         if extra_prefixes:
             prefixes = {**prefixes, **extra_prefixes}
     if not el.children:

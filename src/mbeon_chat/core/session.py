@@ -65,6 +65,8 @@ class SessionRegistry:
         self.conflict = conflict
         self.max_resources = max_resources
         self._by_bare: dict[JID, dict[str, Session]] = {}
+        #: full JID -> session: routing to a full JID is one lookup, without building the bare JID
+        self._by_full: dict[JID, Session] = {}
         self._count = 0
 
     def bind(self, conn: Connection, bare: JID, resource: str | None) -> tuple[Session, Session | None]:
@@ -86,6 +88,7 @@ class SessionRegistry:
             resource = secrets.token_hex(6)
         session = Session(conn, bare.with_resource(resource))
         self._by_bare.setdefault(bare, {})[session.jid.resource or ""] = session
+        self._by_full[session.jid] = session
         self._count += 1
         return session, displaced
 
@@ -94,16 +97,14 @@ class SessionRegistry:
         if not resources or resources.get(session.jid.resource or "") is not session:
             return False
         del resources[session.jid.resource or ""]
+        self._by_full.pop(session.jid, None)
         if not resources:
             del self._by_bare[session.bare]
         self._count -= 1
         return True
 
     def get(self, full: JID) -> Session | None:
-        resources = self._by_bare.get(full.bare if full.resource is not None else full)
-        if resources is None or full.resource is None:
-            return None
-        return resources.get(full.resource)
+        return self._by_full.get(full) if full.resource is not None else None
 
     def resources(self, bare: JID) -> list[Session]:
         resources = self._by_bare.get(bare)

@@ -26,7 +26,7 @@ import ipaddress
 import string
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["JID", "InvalidJID", "jid_from_str"]
 
@@ -175,6 +175,10 @@ class JID:
     local: str | None
     domain: str
     resource: str | None
+    # The string form and the hash, computed on first use: a JID is read far more often than it is made
+    # (every routed stanza hashes its target and writes its sender). Not part of equality or of repr.
+    _str: str | None = field(default=None, init=False, repr=False, compare=False)
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, s: str) -> JID:
@@ -206,8 +210,20 @@ class JID:
         return self.resource is None
 
     def __str__(self) -> str:
-        s = self.domain if self.local is None else f"{self.local}@{self.domain}"
-        return s if self.resource is None else f"{s}/{self.resource}"
+        s = self._str
+        if s is None:
+            s = self.domain if self.local is None else f"{self.local}@{self.domain}"
+            if self.resource is not None:
+                s = f"{s}/{self.resource}"
+            object.__setattr__(self, "_str", s)
+        return s
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.local, self.domain, self.resource))
+            object.__setattr__(self, "_hash", h)
+        return h
 
 
 # functools.lru_cache never caches exceptions, so invalid input raises InvalidJID on every call.

@@ -46,6 +46,8 @@ class TcpClientProtocol(asyncio.Protocol):
         self.conn: ClientConnection | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
+        #: whether the transport still held unsent bytes after our last flush (only a flush adds to them)
+        self._backlog = False
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,10 +91,14 @@ class TcpClientProtocol(asyncio.Protocol):
         self._pending_size = 0
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            self._backlog = self.transport.get_write_buffer_size() > 0
 
     def write_buffer_size(self) -> int:
-        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
-        return buffered + self._pending_size
+        # Exact, without asking the transport per stanza: its buffer grows only when we flush, so when it
+        # was empty after the last flush it is still empty now.
+        if not self._backlog or self.transport is None:
+            return self._pending_size
+        return self.transport.get_write_buffer_size() + self._pending_size
 
     async def start_tls(self) -> None:
         ctx = self._tls_context()

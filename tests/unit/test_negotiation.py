@@ -229,7 +229,7 @@ def test_after_starttls_the_restart_offers_mechanisms_with_plain() -> None:
     assert mechanisms(features) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
     assert features.find(TLS + "starttls") is None
     assert d.event(ev.StreamOpened) == ev.StreamOpened(restart=True)
-    assert d.headers[-1].attrs["id"] == d.headers[0].attrs["id"]
+    assert d.headers[-1].attrs["id"] != d.headers[0].attrs["id"]  # RFC 6120 4.3.3: a new stream ID
 
 
 def starttls_restart(d: Dialogue) -> Element:

@@ -88,6 +88,7 @@ class ServerStream:
         self._mechanism: ServerMechanism | None = None
         self._auth_failures = 0
         self._events: list[ev.Event] = []
+        self._peer: str | None = None  # the client's JID from its stream header's 'from'
 
     # --- the driver's side --------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[ev.Event]:
@@ -177,26 +178,38 @@ class ServerStream:
         lang = attrs.get("{%s}lang" % ns.XML)
         if lang:
             self.lang = lang
-        self._send_header()
+        host_error = self._check_to(attrs.get("to"))
+        # RFC 6120 4.7.2: answer the client's 'from' (its JID) with 'to'; none when it gave none or a bad one.
+        try:
+            self._peer = str(JID.parse(attrs["from"])) if "from" in attrs else None
+        except InvalidJID:
+            self._peer = None
+        version = attrs.get("version")
+        self._send_header(with_version=version is not None)  # 4.7.5: no version in reply to a 0.9 header
         if header.default_ns != ns.CLIENT:
             raise StreamError(StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client")
-        to = attrs.get("to")
-        if to is not None:
-            try:
-                domain = JID.parse(to).domain
-            except InvalidJID:
-                raise StreamError(StreamCondition.HOST_UNKNOWN, "invalid 'to' address") from None
-            if domain not in self.policy.domains:
-                raise StreamError(StreamCondition.HOST_UNKNOWN, "this server does not serve that domain")
-            if self._restarts and domain != self.domain:
-                raise StreamError(StreamCondition.HOST_UNKNOWN, "the domain changed on restart")
-            self.domain = domain
-        version = attrs.get("version", "0.9")
-        if not version.startswith("1."):
+        if host_error:
+            raise StreamError(StreamCondition.HOST_UNKNOWN, host_error)
+        if version is None or not version.startswith("1."):
             raise StreamError(StreamCondition.UNSUPPORTED_VERSION, "XMPP 1.0 streams only")
         self.state = State.NEGOTIATING
         self._events.append(ev.StreamOpened(restart=self._restarts > 0))
         self.send_element(self._features())
+
+    def _check_to(self, to: str | None) -> str | None:
+        """Take the domain the client asked for (before our header, whose 'from' names it); or say what is wrong."""
+        if to is None:
+            return None
+        try:
+            domain = JID.parse(to).domain
+        except InvalidJID:
+            return "invalid 'to' address"
+        if domain not in self.policy.domains:
+            return "this server does not serve that domain"
+        if self._restarts and domain != self.domain:
+            return "the domain changed on restart"
+        self.domain = domain
+        return None
 
     def _on_footer(self) -> None:
         if self.state is not State.CLOSED:
@@ -369,15 +382,21 @@ class ServerStream:
         self._restarts += 1
         self.state = State.EXPECT_HEADER
         self._header_sent = False
+        self.stream_id = ""  # RFC 6120 4.3.3: a new stream ID for every restarted stream
         self._parser = self.framing.new_parser(self.policy.max_stanza_size, self.policy.max_depth)
 
-    def _send_header(self) -> None:
+    def _send_header(self, with_version: bool = True) -> None:
         if self._header_sent:
             return
         self._header_sent = True
         if not self.stream_id:
             self.stream_id = secrets.token_urlsafe(12)
-        attrs = {"id": self.stream_id, "from": self.domain, "version": "1.0", "xml:lang": self.lang}
+        attrs = {"id": self.stream_id, "from": self.domain}
+        if self._peer:
+            attrs["to"] = self._peer
+        if with_version:
+            attrs["version"] = "1.0"
+        attrs["xml:lang"] = self.lang
         self._out.append(self.framing.header(attrs))
 
     def _fail(self, condition: StreamCondition, text: str | None) -> None:

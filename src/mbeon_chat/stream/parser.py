@@ -21,6 +21,16 @@ _OPEN_TAG = "{%s}open" % ns.FRAMING
 _CLOSE_TAG = "{%s}close" % ns.FRAMING
 
 
+def _utf8_only(what: str) -> StreamError:
+    return StreamError(StreamCondition.UNSUPPORTED_ENCODING, f"{what}: XMPP streams are UTF-8 (RFC 6120 11.6)")
+
+
+def _check_head(head: bytes) -> None:
+    """Refuse UTF-16/32 by their first bytes: expat would detect and accept them despite the UTF-8 override."""
+    if head[:2] in (b"\xfe\xff", b"\xff\xfe") or b"\x00" in head[:4]:
+        raise _utf8_only("not UTF-8")
+
+
 def _restricted(what: str) -> StreamError:
     return StreamError(StreamCondition.RESTRICTED_XML, f"{what} not allowed in XMPP streams")
 
@@ -50,6 +60,7 @@ class _ExpatTree:
         p.CharacterDataHandler = self._chars
         p.StartNamespaceDeclHandler = self._ns_decl
         p.StartDoctypeDeclHandler = self._doctype
+        p.XmlDeclHandler = self._xml_decl
         p.EntityDeclHandler = self._entity
         p.CommentHandler = self._comment
         p.ProcessingInstructionHandler = self._pi
@@ -103,6 +114,10 @@ class _ExpatTree:
         else:
             self._boundary = self._parser.CurrentByteIndex + len(data)
 
+    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+            raise _utf8_only(f"encoding {encoding!r} declared")
+
     def _doctype(self, *args: Any) -> None:
         raise _restricted("document type declarations are")
 
@@ -154,6 +169,7 @@ class StreamParser(_ExpatTree):
     def __init__(self, max_stanza_size: int = 262144, max_depth: int = 32) -> None:
         super().__init__(max_stanza_size, max_depth)
         self._closed = False
+        self._head = b""  # the first bytes of the stream (UTF-16/32 detection)
 
     def receive_data(self, data: bytes) -> list[ParserEvent]:
         if self._closed:
@@ -161,6 +177,9 @@ class StreamParser(_ExpatTree):
                 raise StreamError(StreamCondition.NOT_WELL_FORMED, "data after the stream was closed")
             return []
         self.events = []
+        if self._fed < 4:
+            self._head = (self._head + data)[:4]
+            _check_head(self._head)
         self._fed += len(data)
         self._feed(data)
         if self._fed - self._boundary > self.max_stanza_size:
@@ -205,6 +224,7 @@ class FramedParser(_ExpatTree):
         """Parse one WebSocket message."""
         if len(data) > self.max_stanza_size:
             raise StreamError(StreamCondition.POLICY_VIOLATION, "stanza too large")
+        _check_head(data)
         self._parser = self._new_parser()
         self._stack = []
         self._ns_decls = {}

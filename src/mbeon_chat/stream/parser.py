@@ -16,6 +16,9 @@ from mbeon_chat.xmpp.element import Element
 from mbeon_chat.xmpp.errors import StreamCondition, StreamError
 
 _SEP = "}"
+#: pyexpat's character data buffer (its default is 8 KiB, kept per connection): longer text arrives in
+#: several callbacks and is joined again, so the tree is the same.
+_TEXT_BUFFER = 1024
 _STREAM_TAG = "{%s}stream" % ns.STREAMS
 _OPEN_TAG = "{%s}open" % ns.FRAMING
 _CLOSE_TAG = "{%s}close" % ns.FRAMING
@@ -48,10 +51,14 @@ class _ExpatTree:
         self._stanza_start = 0
         self._boundary = 0
         self._fed = 0
+        # a text node longer than the character buffer: its children list and its pieces so far
+        self._text_run: list[Element | str] | None = None
+        self._text_parts: list[str] = []
         self._parser = self._new_parser()
 
     def _new_parser(self) -> Any:
         p = expat.ParserCreate("UTF-8", _SEP)
+        p.buffer_size = _TEXT_BUFFER  # before buffer_text, which allocates the buffer
         p.buffer_text = True
         p.ordered_attributes = False
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -84,6 +91,8 @@ class _ExpatTree:
     def _start(self, raw: str, attrs: dict[str, str]) -> None:
         # Called per element: locals and a reused attribute dict (expat makes a new one per call; it is
         # copied only when an attribute name carries a namespace).
+        if self._text_run is not None:
+            self._end_text()
         tag = self._names.get(raw) or self._name(raw)
         if attrs:
             for k in attrs:
@@ -101,6 +110,8 @@ class _ExpatTree:
         self.on_start(el, depth)
 
     def _end(self, raw: str) -> None:
+        if self._text_run is not None:
+            self._end_text()
         stack = self._stack
         el = stack.pop()
         self.on_end(el, len(stack))
@@ -108,7 +119,15 @@ class _ExpatTree:
     def _chars(self, data: str) -> None:
         stack = self._stack
         if len(stack) > self.base_depth:
-            stack[-1].children.append(data)
+            children = stack[-1].children
+            if self._text_run is children:  # the same text node, past the character buffer's size
+                self._text_parts.append(data)
+                return
+            if self._text_run is not None:
+                self._end_text()
+            self._text_run = children
+            self._text_parts = [data]
+            children.append(data)
         elif data.strip():
             raise StreamError(StreamCondition.NOT_WELL_FORMED, "text outside of stanzas")
         else:
@@ -117,6 +136,13 @@ class _ExpatTree:
     def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
         if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
             raise _utf8_only(f"encoding {encoding!r} declared")
+
+    def _end_text(self) -> None:
+        run, parts = self._text_run, self._text_parts
+        self._text_run = None
+        if run is not None and len(parts) > 1:
+            run[-1] = "".join(parts)
+        self._text_parts = []
 
     def _doctype(self, *args: Any) -> None:
         raise _restricted("document type declarations are")

@@ -20,6 +20,7 @@ from prometheus_client import Histogram
 from mbeon_chat.admin import AdminService
 from mbeon_chat.config import Config, ConfigError, diff, how_applied, load_config, parse_address
 from mbeon_chat.core.accounts import Accounts
+from mbeon_chat.core.c2s import end_session
 from mbeon_chat.core.context import ServerContext
 from mbeon_chat.core.hooks import HookBus
 from mbeon_chat.core.router import Router
@@ -197,6 +198,8 @@ class App:
         workers = [c._worker for c in connections]
         if workers:
             await asyncio.wait(workers, timeout=grace)
+        for session in list(self.registry):  # kept without a connection (XEP-0198): ended while plugins run
+            await end_session(self.ctx, session, "server shutdown")
         async with self._reload_lock:
             await self.plugins.apply([], list(reversed(list(self.plugins.loaded))))
         if self.http is not None:

@@ -53,6 +53,12 @@ class ClientConnection:
         self.transport_name = machine.framing.name
         self.session: Session | None = None
         self.closed = False
+        #: XEP-0198 stream management (a plugin's object): ``sent(el)`` after each stanza transmitted (also
+        #: once the connection is gone: nothing is lost before it hibernates), ``received()`` for each one in.
+        self.sm: Any = None
+        #: An outbound stage that may hold stanzas back (XEP-0352): it gets every stanza written to the
+        #: session and passes them on, in order, with :meth:`transmit`.
+        self.outbound: Callable[[Element], None] | None = None
         self._message_oriented = machine.framing.message_oriented
         self._element_bytes: Callable[[Element], bytes] = machine.framing.element
         limits = services.config.limits
@@ -91,16 +97,42 @@ class ClientConnection:
 
     # --- Connection protocol (used by Session) ---------------------------------------------------------
     def write_element(self, el: Element) -> None:
+        if self.outbound is not None:
+            self.outbound(el)
+            return
+        self.transmit(el)
+
+    def transmit(self, el: Element) -> None:
+        """Write a stanza now (past any outbound stage)."""
         if self.closed:
+            if self.sm is not None:
+                self.sm.sent(el)  # kept for a resumption
             return
         self.wire.write(self._element_bytes(el))
         self.services.metrics.stanza_out(el)
+        if self.sm is not None:
+            self.sm.sent(el)
         if self.wire.write_buffer_size() > self._write_limit:
             self._log.warning("session.slow_reader", buffered=self.wire.write_buffer_size())
             self._close(StreamCondition.POLICY_VIOLATION, "too much unread data: the client does not keep up")
 
+    def write_nonza(self, el: Element) -> None:
+        """Write a top-level element that is no stanza (XEP-0198 ``<r/>``, ``<a/>``) now, in stanza order."""
+        if not self.closed:
+            self.wire.write(self._element_bytes(el))
+
     def close_stream(self, condition: StreamCondition | None = None, text: str | None = None) -> None:
         self._close(condition, text)
+
+    def resume(self, session: Session, h: int) -> None:
+        """Attach a kept session to this stream (XEP-0198 resumption): the answer to ``stream/resume``."""
+        self.session = session
+        session.conn = self
+        self._auth_timer.cancel()
+        self.machine.resume_succeeded(session.jid, h)
+        self._flush()  # <resumed/> before the stanzas the plugin sends again
+        structlog.contextvars.bind_contextvars(jid=str(session.jid))
+        self._log.info("session.resumed", jid=str(session.jid))
 
     # --- the worker --------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -151,6 +183,9 @@ class ClientConnection:
                 self.machine.tls_established()
             elif isinstance(event, ev.BindRequested):
                 await self._on_bind(event)
+            elif isinstance(event, ev.ResumeRequested):
+                if not await self.services.hooks.fire("stream/resume", self, event.previd, event.h):
+                    self.machine.resume_failed()
             elif isinstance(event, ev.Authenticated):
                 self._log.info("auth.succeeded", username=event.username)
                 self.services.metrics.auth(True)
@@ -176,6 +211,8 @@ class ClientConnection:
         session = self.session
         if session is None:  # replaced by a newer session with the same full JID; the close is queued
             return
+        if self.sm is not None:
+            self.sm.received()
         self.services.metrics.stanza_in(el)
         from_attr = el.attrs.get("from")
         if from_attr is not None and from_attr != str(session.jid) and from_attr != str(session.bare):
@@ -299,13 +336,22 @@ class ClientConnection:
         services = self.services
         services.metrics.connection_closed(self.transport_name)
         session = self.session
-        if session is not None and services.registry.unbind(session):
-            services.metrics.session_bound(len(services.registry))
-            try:
-                await services.hooks.fire("session/ended", session, reason)
-            except Exception:
-                self._log.exception("session.end_hook_failed")
+        # A plugin may keep a session whose connection was lost (XEP-0198: it hibernates, resumable).
+        if session is not None and (
+            reason != "connection lost" or not await services.hooks.fire("session/lost", session, self)
+        ):
+            await end_session(services, session, reason)
         # Only now: App.stop() waits for the workers of the connections in this set, so a shutdown waits
         # for the session/ended handlers (unavailable presence, their database work) of closing sessions.
         services.connections.discard(self)
         self._log.info("session.closed", reason=reason, jid=str(session.jid) if session else None)
+
+
+async def end_session(services: Services, session: Session, reason: str) -> None:
+    """Unregister a session and fire ``session/ended`` (unless it was already ended or replaced)."""
+    if services.registry.unbind(session):
+        services.metrics.session_bound(len(services.registry))
+        try:
+            await services.hooks.fire("session/ended", session, reason)
+        except Exception:
+            log.exception("session.end_hook_failed", jid=str(session.jid))

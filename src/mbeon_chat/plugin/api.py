@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mbeon_chat.core.c2s import end_session
 from mbeon_chat.core.hooks import Handler, HookBus, Registration
 from mbeon_chat.core.router import Component, IqHandler, Router
 from mbeon_chat.core.session import Session, SessionRegistry
@@ -199,3 +200,8 @@ class PluginAPI:
 
     def session_of(self, jid: JID) -> Session | None:
         return self.ctx.registry.get(jid)
+
+    async def end_session(self, session: Session, reason: str) -> None:
+        """End a session a plugin kept without a connection (``session/lost``, XEP-0198): unregister it and
+        fire ``session/ended`` (nothing if it already ended or was replaced)."""
+        await end_session(self.ctx, session, reason)

@@ -80,6 +80,15 @@ class Bound:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """XEP-0198 ``<resume previd h/>`` after SASL instead of bind: attach the session ``previd`` to this
+    stream with ``resume_succeeded()``, or call ``resume_failed()`` (the client may then bind as usual)."""
+
+    previd: str
+    h: int
+
+
+@dataclass(frozen=True, slots=True)
 class PreAuthIq:
     """An iq allowed before authentication (in-band registration); answer with ``send_element()``."""
 
@@ -119,6 +128,7 @@ Event = (
     | AuthFailed
     | BindRequested
     | Bound
+    | ResumeRequested
     | PreAuthIq
     | StanzaReceived
     | NonzaReceived

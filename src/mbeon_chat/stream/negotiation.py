@@ -35,6 +35,7 @@ from mbeon_chat.xmpp.jid import JID, InvalidJID
 
 _TLS = "{%s}" % ns.TLS
 _SASL = "{%s}" % ns.SASL
+_SM = f"{{{ns.SM}}}"
 _IQ = "{%s}iq" % ns.CLIENT
 _STANZAS = frozenset({"{%s}message" % ns.CLIENT, "{%s}presence" % ns.CLIENT, _IQ})
 
@@ -45,6 +46,7 @@ class State(StrEnum):
     TLS_PENDING = "tls-pending"  # <proceed/> sent; the driver is upgrading the transport
     SASL = "sasl"  # a SASL exchange is running
     BIND_PENDING = "bind-pending"  # the driver is choosing the full JID
+    RESUME_PENDING = "resume-pending"  # the driver is looking for the session to resume (XEP-0198)
     ESTABLISHED = "established"  # stanzas flow
     CLOSED = "closed"
 
@@ -88,6 +90,7 @@ class ServerStream:
         self._mechanism: ServerMechanism | None = None
         self._auth_failures = 0
         self._events: list[ev.Event] = []
+        self._previd = ""
         self._peer: str | None = None  # the client's JID from its stream header's 'from'
 
     # --- the driver's side --------------------------------------------------------------------
@@ -169,6 +172,22 @@ class ServerStream:
         if self.state is State.BIND_PENDING:
             self.state = State.NEGOTIATING
             self.send_element(_iq_error(iq_id, error))
+
+    def resume_succeeded(self, jid: JID, h: int) -> list[ev.Event]:
+        """Answer :class:`ResumeRequested`: ``h`` counts the stanzas the server handled on the old stream."""
+        self._events = []
+        if self.state is State.RESUME_PENDING:
+            self.jid = jid
+            self.state = State.ESTABLISHED
+            self.send_element(Element(_SM + "resumed", {"previd": self._previd, "h": str(h)}))
+            self._events.append(ev.Bound(jid))
+        return self._events
+
+    def resume_failed(self) -> None:
+        """No such session (or not this user's): the client may bind a new one."""
+        if self.state is State.RESUME_PENDING:
+            self.state = State.NEGOTIATING
+            self._sm_failed(StanzaCondition.ITEM_NOT_FOUND)
 
     # --- parser events ------------------------------------------------------------------------
     def _on_header(self, header: ev.StreamHeader) -> None:
@@ -363,6 +382,28 @@ class ServerStream:
     def pending_bind_id(self) -> str | None:
         return getattr(self, "_pending_bind_id", None)
 
+    def _resume(self, el: Element) -> None:
+        """XEP-0198 5: resume a previous session instead of binding a resource."""
+        if self.username is None:
+            raise StreamError(StreamCondition.NOT_AUTHORIZED, "authenticate first")
+        previd = el.get("previd") or ""
+        h = el.get("h") or ""
+        if not previd or not (h.isascii() and h.isdigit()) or int(h) >= 2**32:
+            self._sm_failed(StanzaCondition.BAD_REQUEST)
+            return
+        self.state = State.RESUME_PENDING
+        self._previd = previd
+        self._events.append(ev.ResumeRequested(previd, int(h)))
+
+    def _enable_too_early(self, el: Element) -> None:
+        """XEP-0198 3: stream management is enabled after binding a resource."""
+        self._sm_failed(StanzaCondition.UNEXPECTED_REQUEST)
+
+    def _sm_failed(self, condition: StanzaCondition) -> None:
+        failed = Element(_SM + "failed")
+        failed.add(f"{{{ns.STANZA_ERRORS}}}{condition}")
+        self.send_element(failed)
+
     def _iq_before_bind(self, el: Element) -> None:
         query = el.first_child()
         if (
@@ -417,6 +458,8 @@ _TRANSITIONS: dict[tuple[State, str], Callable[[ServerStream, Element], None]] =
     (State.SASL, _SASL + "response"): ServerStream._response,
     (State.SASL, _SASL + "abort"): ServerStream._abort,
     (State.NEGOTIATING, _IQ): ServerStream._bind,
+    (State.NEGOTIATING, _SM + "resume"): ServerStream._resume,
+    (State.NEGOTIATING, _SM + "enable"): ServerStream._enable_too_early,
 }
 
 

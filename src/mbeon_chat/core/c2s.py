@@ -29,6 +29,48 @@ SERVICE_UNAVAILABLE = StanzaCondition.SERVICE_UNAVAILABLE
 _LOST = object()
 
 
+class Inbox:
+    """The worker's bounded FIFO: what it needs of ``asyncio.Queue`` (one reader, non-blocking puts) for a
+    fraction of the memory (one list instead of four deques and an event) and of the time per item."""
+
+    __slots__ = ("_items", "_waiter", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if len(self._items) >= self.maxsize:
+            raise asyncio.QueueFull
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return self._items.pop(0)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 class Wire(Protocol):
     def write(self, data: bytes) -> None: ...
 
@@ -63,7 +105,7 @@ class ClientConnection:
         self._element_bytes: Callable[[Element], bytes] = machine.framing.element
         limits = services.config.limits
         self._write_limit = limits.write_buffer
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(limits.inbound_queue)
+        self._queue = Inbox(limits.inbound_queue)
         self._paused = False
         self._log = log.bind(conn_id=conn_id, remote=remote, transport=self.transport_name)
         self._worker = asyncio.get_running_loop().create_task(self._run())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -151,7 +152,7 @@ class XmppClient(asyncio.Protocol):
     def _header(self) -> bytes:
         return (
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-            "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>" % self.domain
+            f"xmlns:stream='http://etherx.jabber.org/streams' to='{self.domain}' version='1.0'>"
         ).encode()
 
     async def _open(self) -> bytes:
@@ -223,10 +224,8 @@ class XmppClient(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            try:
+            with contextlib.suppress(Exception):
                 self.transport.write(b"</stream:stream>")
-            except Exception:
-                pass
             self.transport.close()
 
 

@@ -89,11 +89,11 @@ def stop_all() -> None:
     _record_pids()
 
 
-def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     fh = log.open("ab")
-    p = subprocess.Popen(
-        cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
-    )
+    p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     STARTED.append(p)
     _record_pids()
     return p
@@ -141,7 +141,7 @@ def version_of(cmd: list[str]) -> str:
         return "?"
 
 
-# --- the servers ---------------------------------------------------------------------------------------------
+# --- the servers ------------------------------------------------------------------------------------------
 @dataclass
 class Server:
     name: str
@@ -228,7 +228,9 @@ class Mbeon(Server):
         if self._have() >= users:
             return
         if self._have() == 0:
-            self.cli(config, "user", "add", "u1", "--password-stdin", input=PASSWORD + "\n", capture_output=True)
+            self.cli(
+                config, "user", "add", "u1", "--password-stdin", input=PASSWORD + "\n", capture_output=True
+            )
         say(f"mbeon: provisioning {users} accounts")
         run([PYTHON, str(HERE / "provision.py"), "mbeon", str(config), str(users), PASSWORD, "2"])
         self._provisioned_marker().write_text(str(users))
@@ -263,10 +265,24 @@ class Prosody(Server):
         if self._have() >= users:
             return
         if self._have() == 0:
-            run(["prosodyctl", "--config", str(config), "register", "u1", DOMAIN, PASSWORD], capture_output=True)
+            run(
+                ["prosodyctl", "--config", str(config), "register", "u1", DOMAIN, PASSWORD],
+                capture_output=True,
+            )
         say(f"prosody: provisioning {users} accounts")
-        run([PYTHON, str(HERE / "provision.py"), "prosody", str(self.work / "data"), DOMAIN, str(users), PASSWORD,
-             "4096", "2"])
+        run(
+            [
+                PYTHON,
+                str(HERE / "provision.py"),
+                "prosody",
+                str(self.work / "data"),
+                DOMAIN,
+                str(users),
+                PASSWORD,
+                "4096",
+                "2",
+            ]
+        )
         self._provisioned_marker().write_text(str(users))
 
     def start(self, archive: bool = False) -> None:
@@ -303,15 +319,26 @@ class Ejabberd(Server):
         shutil.copy("/etc/ejabberd/inetrc", etc / "inetrc")
         # One scheduler: the VM is pinned to one core like the others.
         (etc / "ejabberdctl.cfg").write_text(
-            'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 +S 1:1"\nEJABBERD_BYPASS_WARNINGS=true\nERL_MAX_PORTS=65536\n'
+            'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 +S 1:1"\n'
+            "EJABBERD_BYPASS_WARNINGS=true\nERL_MAX_PORTS=65536\n"
         )
         run(["chown", "-R", "ejabberd:ejabberd", str(self.work)])
 
     def ctl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         etc, spool, logs = self._dirs()
         return run(
-            ["ejabberdctl", "--config-dir", str(etc), "--logs", str(logs), "--spool", str(spool), "--node", self.node,
-             *args],
+            [
+                "ejabberdctl",
+                "--config-dir",
+                str(etc),
+                "--logs",
+                str(logs),
+                "--spool",
+                str(spool),
+                "--node",
+                self.node,
+                *args,
+            ],
             **kw,
         )
 
@@ -332,8 +359,21 @@ class Ejabberd(Server):
     def start(self, archive: bool = False) -> None:
         self.config(archive)
         etc, spool, logs = self._dirs()
-        cmd = ["taskset", "-c", SERVER_CPU, "ejabberdctl", "--config-dir", str(etc), "--logs", str(logs),
-               "--spool", str(spool), "--node", self.node, "foreground"]
+        cmd = [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            "ejabberdctl",
+            "--config-dir",
+            str(etc),
+            "--logs",
+            str(logs),
+            "--spool",
+            str(spool),
+            "--node",
+            self.node,
+            "foreground",
+        ]
         self.proc = spawn(cmd, self.work / "stdout.log")
         wait_port(self.port, proc=self.proc)
         wait_port(self.port + 58, proc=self.proc)
@@ -391,30 +431,95 @@ def scenario_args(name: str, opts: argparse.Namespace, prosody_chat_rate: float 
     if name == "login":
         return ["login", "--clients", "20", "--logins", "300" if q else "1500", "--duration", "30"]
     if name == "chat":
-        return ["chat", "--pairs", "20", "--messages", "300" if q else "2500", "--size", "100", "--window", "10",
-                "--duration", "30"]
+        return [
+            "chat",
+            "--pairs",
+            "20",
+            "--messages",
+            "300" if q else "2500",
+            "--size",
+            "100",
+            "--window",
+            "10",
+            "--duration",
+            "30",
+        ]
     if name == "chat-half":
         if not prosody_chat_rate:
             return None
         rate = prosody_chat_rate / 2
         per_direction = max(50, int(rate * (3 if q else 10) / 40))
-        return ["chat", "--pairs", "20", "--messages", str(per_direction), "--size", "100", "--window", "1000",
-                "--rate", f"{rate:.0f}", "--duration", "40"]
+        return [
+            "chat",
+            "--pairs",
+            "20",
+            "--messages",
+            str(per_direction),
+            "--size",
+            "100",
+            "--window",
+            "1000",
+            "--rate",
+            f"{rate:.0f}",
+            "--duration",
+            "40",
+        ]
     if name == "muc":
-        return ["muc", "--rooms", "10", "--occupants", "20", "--messages", "10" if q else "40", "--size", "100",
-                "--window", "5", "--duration", "40"]
+        return [
+            "muc",
+            "--rooms",
+            "10",
+            "--occupants",
+            "20",
+            "--messages",
+            "10" if q else "40",
+            "--size",
+            "100",
+            "--window",
+            "5",
+            "--duration",
+            "40",
+        ]
     if name == "idle":
         return ["idle", "--connections", str(opts.idle), "--hold", "5", "--concurrency", "50"]
     if name == "archive":
-        return ["archive", "--pairs", "20", "--messages", "200" if q else "1000", "--size", "100", "--window", "10",
-                "--duration", "30"]
+        return [
+            "archive",
+            "--pairs",
+            "20",
+            "--messages",
+            "200" if q else "1000",
+            "--size",
+            "100",
+            "--window",
+            "10",
+            "--duration",
+            "30",
+        ]
     raise ValueError(name)
 
 
 def run_loadgen(server: Server, argv: list[str], opts: argparse.Namespace, label: str) -> dict[str, Any]:
-    cmd = ["taskset", "-c", LOADGEN_CPU, PYTHON, str(HERE / "loadgen.py"), *argv, "--port", str(server.port),
-           "--domain", DOMAIN, "--password", PASSWORD, "--label", label, "--server-pid", str(server.pid),
-           "--procs", str(opts.procs)]
+    cmd = [
+        "taskset",
+        "-c",
+        LOADGEN_CPU,
+        PYTHON,
+        str(HERE / "loadgen.py"),
+        *argv,
+        "--port",
+        str(server.port),
+        "--domain",
+        DOMAIN,
+        "--password",
+        PASSWORD,
+        "--label",
+        label,
+        "--server-pid",
+        str(server.pid),
+        "--procs",
+        str(opts.procs),
+    ]
     timeout = 600
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -431,21 +536,35 @@ METRICS: dict[str, list[tuple[str, str, bool]]] = {
     # scenario -> (key, label, higher is better)
     "login": [("logins_per_s", "logins/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False)],
     "chat": [
-        ("msgs_per_s", "delivered msgs/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
-        ("p999_ms", "p99.9 ms", False), ("lost", "lost", False), ("server_cpu_us_per_msg", "server CPU us/msg", False),
+        ("msgs_per_s", "delivered msgs/s", True),
+        ("p50_ms", "p50 ms", False),
+        ("p99_ms", "p99 ms", False),
+        ("p999_ms", "p99.9 ms", False),
+        ("lost", "lost", False),
+        ("server_cpu_us_per_msg", "server CPU us/msg", False),
         ("loadgen_cpu_pct", "generator CPU %", False),
     ],
     "chat-half": [
-        ("msgs_per_s", "msgs/s (paced)", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
-        ("p999_ms", "p99.9 ms", False), ("lost", "lost", False),
+        ("msgs_per_s", "msgs/s (paced)", True),
+        ("p50_ms", "p50 ms", False),
+        ("p99_ms", "p99 ms", False),
+        ("p999_ms", "p99.9 ms", False),
+        ("lost", "lost", False),
     ],
     "muc": [
-        ("fanout_per_s", "fan-out stanzas/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
-        ("lost", "lost", False), ("server_cpu_us_per_delivery", "server CPU us/delivery", False),
+        ("fanout_per_s", "fan-out stanzas/s", True),
+        ("p50_ms", "p50 ms", False),
+        ("p99_ms", "p99 ms", False),
+        ("lost", "lost", False),
+        ("server_cpu_us_per_delivery", "server CPU us/delivery", False),
         ("loadgen_cpu_pct", "generator CPU %", False),
     ],
     "idle": [("rss_kib_per_conn", "RSS KiB/connection", False), ("connections", "connections held", True)],
-    "archive": [("msgs_per_s", "archived msgs/s", True), ("p99_ms", "p99 ms", False), ("lost", "lost", False)],
+    "archive": [
+        ("msgs_per_s", "archived msgs/s", True),
+        ("p99_ms", "p99 ms", False),
+        ("lost", "lost", False),
+    ],
 }
 
 
@@ -461,15 +580,22 @@ def fmt(v: float | None) -> str:
     return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def table(results: list[dict[str, Any]], servers: list[str], scenarios: list[str], pending: dict[str, str]) -> str:
-    head = ["scenario", "metric", *servers] + [f"{s}/prosody" for s in servers if s != "prosody" and "prosody" in servers]
+def table(
+    results: list[dict[str, Any]], servers: list[str], scenarios: list[str], pending: dict[str, str]
+) -> str:
+    head = ["scenario", "metric", *servers] + [
+        f"{s}/prosody" for s in servers if s != "prosody" and "prosody" in servers
+    ]
     rows = [head]
     for sc in scenarios:
         for key, label, _higher in METRICS.get(sc, []):
             meds: dict[str, float | None] = {}
             for s in servers:
-                vals = [r[key] for r in results if r.get("server") == s and r.get("bench") == sc and key in r
-                        and "error" not in r]
+                vals = [
+                    r[key]
+                    for r in results
+                    if r.get("server") == s and r.get("bench") == sc and key in r and "error" not in r
+                ]
                 meds[s] = median(vals)
             row = [sc, label]
             for s in servers:
@@ -493,7 +619,9 @@ def install_peers(names: list[str]) -> None:
     missing = []
     for pkg in wanted:
         policy = subprocess.run(["apt-cache", "policy", pkg], capture_output=True, text=True).stdout
-        installed = next((line.split(":", 1)[1].strip() for line in policy.splitlines() if "Installed:" in line), "")
+        installed = next(
+            (line.split(":", 1)[1].strip() for line in policy.splitlines() if "Installed:" in line), ""
+        )
         if not installed or installed == "(none)":
             missing.append(pkg)
     if not missing:
@@ -506,7 +634,10 @@ def install_peers(names: list[str]) -> None:
         policy_rc.write_text("#!/bin/sh\nexit 101\n")
         policy_rc.chmod(0o755)
     try:
-        run(["apt-get", "install", "-y", "-q", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        run(
+            ["apt-get", "install", "-y", "-q", *missing],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     finally:
         if created:
             policy_rc.unlink()
@@ -607,8 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     run_id = int(time.time())
     for sc in scenarios:
         if sc == "chat-half" and "prosody" in servers:
-            rates = [r["msgs_per_s"] for r in results if r.get("bench") == "chat" and r.get("server") == "prosody"
-                     and "msgs_per_s" in r]
+            rates = [
+                r["msgs_per_s"]
+                for r in results
+                if r.get("bench") == "chat" and r.get("server") == "prosody" and "msgs_per_s" in r
+            ]
             prosody_chat_rate = median(rates)
         argv_sc = scenario_args(sc, opts, prosody_chat_rate)
         if argv_sc is None:
@@ -626,18 +760,35 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_loadgen(server, argv_sc + extra, opts, name)
                 finally:
                     server.stop()
-                result.update(bench=sc, rep=rep, server=name, load=Path("/proc/loadavg").read_text().split()[0])
+                result.update(
+                    bench=sc, rep=rep, server=name, load=Path("/proc/loadavg").read_text().split()[0]
+                )
                 results.append(result)
                 with results_path.open("a") as fh:
                     fh.write(json.dumps(result) + "\n")
-                say(sc, rep, name, json.dumps({k: v for k, v in result.items() if k in dict.fromkeys(
-                    [m[0] for m in METRICS.get(sc, [])] + ["error", "server_cpu_pct", "loadgen_cpu_pct"])}))
+                say(
+                    sc,
+                    rep,
+                    name,
+                    json.dumps(
+                        {
+                            k: v
+                            for k, v in result.items()
+                            if k
+                            in dict.fromkeys(
+                                [m[0] for m in METRICS.get(sc, [])]
+                                + ["error", "server_cpu_pct", "loadgen_cpu_pct"]
+                            )
+                        }
+                    ),
+                )
     text = table(results, servers, scenarios, pending)
     header = (
-        f"Medians of {opts.reps} run(s); each server on core {SERVER_CPU}, the generator ({opts.procs} processes) "
-        f"on core {LOADGEN_CPU}; TLS on, SCRAM-SHA-1, 4096 iterations.\n"
+        f"Medians of {opts.reps} run(s); each server on core {SERVER_CPU}, the generator "
+        f"({opts.procs} processes) on core {LOADGEN_CPU}; TLS on, SCRAM-SHA-1, 4096 iterations.\n"
         f"machine: {info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, Python {info['python']}, "
-        f"{info['openssl']}; prosody {info['prosody']}, ejabberd {info['ejabberd']} (Erlang {info['erlang']})\n"
+        f"{info['openssl']}; prosody {info['prosody']}, ejabberd {info['ejabberd']} "
+        f"(Erlang {info['erlang']})\n"
     )
     (work / "table.md").write_text(header + "\n" + text + "\n")
     print(header)

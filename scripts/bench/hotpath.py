@@ -62,8 +62,10 @@ async def bound(app: Any, user: str, resource: str) -> Any:
     machine.username = user  # as if SASL had succeeded: the next header opens the bind stage
     conn = ClientConnection(app.ctx, wire, machine, f"hot-{user}", "127.0.0.1")
     conn.feed(HEADER)
-    conn.feed(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
-              b"</bind></iq>" % resource.encode())
+    conn.feed(
+        b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
+        b"</bind></iq>" % resource.encode()
+    )
     for _ in range(100):
         await asyncio.sleep(0.01)
         if conn.session is not None:
@@ -81,7 +83,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     app = App(load_config(opts.config), opts.config, configure_logs=False)
     await app.start()
     try:
-        a, wa = await bound(app, "u1", "hot")
+        a, _wa = await bound(app, "u1", "hot")
         b, wb = await bound(app, "u2", "hot")
         to = str(b.session.jid).encode()
         body = b"x" * 100
@@ -103,8 +105,12 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
             best = min(best, dt / max(1, n_chunks * opts.batch))
         if delivered != n_chunks * opts.batch:
             raise SystemExit(f"only {delivered} of {n_chunks * opts.batch} messages were delivered")
-        return {"bench": "hotpath", "us_per_message": round(best * 1e6, 2), "batch": opts.batch,
-                "messages": n_chunks * opts.batch}
+        return {
+            "bench": "hotpath",
+            "us_per_message": round(best * 1e6, 2),
+            "batch": opts.batch,
+            "messages": n_chunks * opts.batch,
+        }
     finally:
         await app.stop(grace=2)
 

@@ -32,7 +32,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from client import StanzaScanner, XmppClient, XmppError, client_ssl_context  # noqa: E402
+import contextlib
+
+from client import StanzaScanner, XmppClient, XmppError, client_ssl_context
 
 now_ns = time.perf_counter_ns  # CLOCK_MONOTONIC: comparable across the generator's processes
 
@@ -97,7 +99,7 @@ def rss_kib(pid: int | None) -> int:
 def percentile(sorted_values: list[int] | array.array, q: float) -> float:
     if not sorted_values:
         return 0.0
-    i = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[i] / 1e6  # ns -> ms
 
 
@@ -249,10 +251,8 @@ async def run_chat(args: argparse.Namespace, part: int, nparts: int, barrier: Ca
         pacer = None
     else:
         pacer = asyncio.ensure_future(_pace(args, directions, nparts, state))
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(all_done), args.duration)
-    except TimeoutError:
-        pass
     state["stop"] = True
     res.ended = all_done.result() if all_done.done() else now_ns()
     res.cpu = cpu_now() - c0
@@ -271,7 +271,9 @@ async def run_chat(args: argparse.Namespace, part: int, nparts: int, barrier: Ca
     return res
 
 
-async def _pace(args: argparse.Namespace, directions: list[Direction], nparts: int, state: dict[str, bool]) -> None:
+async def _pace(
+    args: argparse.Namespace, directions: list[Direction], nparts: int, state: dict[str, bool]
+) -> None:
     """Open-loop sending at ``args.rate`` msgs/s in total (this process's share), in 5 ms ticks."""
     share = args.rate / nparts
     start = time.perf_counter()
@@ -380,10 +382,8 @@ async def run_muc(args: argparse.Namespace, part: int, nparts: int, barrier: Cal
         all_done.set_result(now_ns())
     for o in everyone:
         o.send(args.window)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(all_done), args.duration)
-    except TimeoutError:
-        pass
     state["stop"] = True
     res.ended = all_done.result() if all_done.done() else now_ns()
     res.cpu = cpu_now() - c0
@@ -560,7 +560,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def gather(tag: str) -> list[Any]:
         out = []
         for conn in pipes:
-            left = max(0.1, setup_deadline - time.monotonic()) if tag == "ready" else args.duration + args.drain + 60
+            left = (
+                max(0.1, setup_deadline - time.monotonic())
+                if tag == "ready"
+                else args.duration + args.drain + 60
+            )
             if not conn.poll(left):
                 failures.append(f"no '{tag}' from a generator process in time")
                 out.append(None)
@@ -577,10 +581,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gather("ready")
     if failures:
         for conn in pipes:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(("stop",))
-            except OSError:
-                pass
         for p in procs:
             p.join(5)
             if p.is_alive():
@@ -627,8 +629,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sc = args.scenario
     if sc in ("chat", "archive"):
         result.update(
-            pairs=args.pairs, messages=args.messages, size=args.size, window=args.window, rate=args.rate,
-            delivered=done, sent=sum(p["sent"] for p in parts), lost=sum(p["lost"] for p in parts),
+            pairs=args.pairs,
+            messages=args.messages,
+            size=args.size,
+            window=args.window,
+            rate=args.rate,
+            delivered=done,
+            sent=sum(p["sent"] for p in parts),
+            lost=sum(p["lost"] for p in parts),
             msgs_per_s=round(done / elapsed, 1),
             p50_ms=round(percentile(lat_sorted, 0.50), 3),
             p99_ms=round(percentile(lat_sorted, 0.99), 3),
@@ -638,9 +646,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["server_cpu_us_per_msg"] = round(1e6 * (server_cpu1 - server_cpu0) / done, 1)
     elif sc == "muc":
         result.update(
-            rooms=args.rooms, occupants=args.occupants, messages=args.messages, size=args.size,
-            window=args.window, delivered=done, sent=sum(p["extra"].get("messages_sent", 0) for p in parts),
-            lost=sum(p["lost"] for p in parts), fanout_per_s=round(done / elapsed, 1),
+            rooms=args.rooms,
+            occupants=args.occupants,
+            messages=args.messages,
+            size=args.size,
+            window=args.window,
+            delivered=done,
+            sent=sum(p["extra"].get("messages_sent", 0) for p in parts),
+            lost=sum(p["lost"] for p in parts),
+            fanout_per_s=round(done / elapsed, 1),
             p50_ms=round(percentile(lat_sorted, 0.50), 3),
             p99_ms=round(percentile(lat_sorted, 0.99), 3),
             p999_ms=round(percentile(lat_sorted, 0.999), 3),
@@ -649,7 +663,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["server_cpu_us_per_delivery"] = round(1e6 * (server_cpu1 - server_cpu0) / done, 1)
     elif sc == "login":
         result.update(
-            clients=args.clients, logins=done, failed=sum(p["failed_logins"] for p in parts),
+            clients=args.clients,
+            logins=done,
+            failed=sum(p["failed_logins"] for p in parts),
             logins_per_s=round(done / elapsed, 1),
             p50_ms=round(percentile(lat_sorted, 0.50), 3),
             p99_ms=round(percentile(lat_sorted, 0.99), 3),
@@ -657,7 +673,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif sc == "idle":
         held = done - sum(p["lost"] for p in parts)
         result.update(
-            connections=done, failed=sum(p["failed_logins"] for p in parts), dropped=sum(p["lost"] for p in parts),
+            connections=done,
+            failed=sum(p["failed_logins"] for p in parts),
+            dropped=sum(p["lost"] for p in parts),
             connect_per_s=round(done / elapsed, 1),
         )
         if args.server_pid and held:
@@ -681,14 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--no-tls", action="store_true", help="skip STARTTLS (diagnostics: isolates TLS cost)")
     p.add_argument("--duration", type=float, default=30.0, help="measurement time limit (s)")
-    p.add_argument("--drain", type=float, default=3.0, help="grace for in-flight stanzas before counting lost")
+    p.add_argument(
+        "--drain", type=float, default=3.0, help="grace for in-flight stanzas before counting lost"
+    )
     p.add_argument("--setup-timeout", type=float, default=300.0)
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--messages", type=int, default=500)
     p.add_argument("--size", type=int, default=100, help="body bytes")
     p.add_argument("--window", type=int, default=10, help="messages in flight per sender")
     p.add_argument(
-        "--refill", type=int, default=-1,
+        "--refill",
+        type=int,
+        default=-1,
         help="top a sender up to --window once its in-flight count falls to this (default: window/2); "
         "fewer, larger writes keep the generator's own cost down",
     )
@@ -699,7 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=20, help="login: concurrent clients")
     p.add_argument("--logins", type=int, default=2000)
     p.add_argument("--connections", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=100, help="idle: logins in progress at once per process")
+    p.add_argument(
+        "--concurrency", type=int, default=100, help="idle: logins in progress at once per process"
+    )
     p.add_argument("--hold", type=float, default=5.0, help="idle: seconds to hold before measuring RSS")
     return p
 

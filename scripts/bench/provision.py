@@ -15,6 +15,7 @@ rest here. ejabberd's accounts are registered over its HTTP API (see compare.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -35,10 +36,12 @@ def scram_sha1(password: str, salt: bytes, iterations: int) -> tuple[bytes, byte
 
 def prosody_encode(s: str) -> str:
     # util.datamanager: every non-alphanumeric byte as %xx
-    return "".join(c if c.isalnum() and c.isascii() else "%%%02x" % ord(c) for c in s)
+    return "".join(c if c.isalnum() and c.isascii() else f"%{ord(c):02x}" for c in s)
 
 
-def provision_prosody(data_dir: Path, domain: str, count: int, password: str, iterations: int, start: int = 1) -> None:
+def provision_prosody(
+    data_dir: Path, domain: str, count: int, password: str, iterations: int, start: int = 1
+) -> None:
     folder = data_dir / prosody_encode(domain) / "accounts"
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -72,10 +75,8 @@ async def provision_mbeon(config_path: str, count: int, password: str, start: in
 
     async def one(n: int) -> None:
         async with sem:
-            try:
+            with contextlib.suppress(AlreadyExists):
                 await accounts.create(USER_FORMAT.format(n), password)
-            except AlreadyExists:
-                pass
 
     try:
         await asyncio.gather(*(one(n) for n in range(start, count + 1)))
@@ -91,7 +92,13 @@ def main(argv: list[str]) -> int:
         start = int(argv[4]) if len(argv) > 4 else 1
         asyncio.run(provision_mbeon(config, count, password, start))
     elif kind == "prosody":
-        data_dir, domain, count, password, iterations = Path(argv[1]), argv[2], int(argv[3]), argv[4], int(argv[5])
+        data_dir, domain, count, password, iterations = (
+            Path(argv[1]),
+            argv[2],
+            int(argv[3]),
+            argv[4],
+            int(argv[5]),
+        )
         start = int(argv[6]) if len(argv) > 6 else 1
         provision_prosody(data_dir, domain, count, password, iterations, start)
     else:

@@ -28,6 +28,7 @@ CLIENT = f"{{{ns.CLIENT}}}"
 STANZAS = f"{{{ns.STANZA_ERRORS}}}"
 STREAM_ERRORS = f"{{{ns.STREAM_ERRORS}}}"
 _resources = itertools.count(1)
+_users = itertools.count(1)
 
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -52,6 +53,15 @@ async def server(tmp_path: Path, **sections: dict[str, Any]) -> AsyncIterator[Ru
         overrides.setdefault(section, {}).update(values)
     async with running_server(tmp_path, overrides) as srv:
         yield srv
+
+
+async def new_user(srv: RunningServer, prefix: str = "user") -> str:
+    """A fresh account on the (shared) server: tests that count deliveries need recipients of their own."""
+    name = f"{prefix}{next(_users)}"
+    password = f"{name}-secret"
+    await srv.app.ctx.accounts.create(name, password)
+    srv.users[name] = password
+    return name
 
 
 class Closed(Exception):
@@ -106,8 +116,10 @@ class Client:
         return client
 
     @classmethod
-    async def bound(cls, srv: RunningServer, user: str = "alice", resource: str | None = None) -> Client:
-        """Logged in with a resource of its own (tests share a server: no two clients displace each other)."""
+    async def bound(cls, srv: RunningServer, user: str | None = None, resource: str | None = None) -> Client:
+        """Logged in (as a fresh account unless ``user`` is given) with a resource of its own: tests share a
+        server, so no two clients displace each other and no account reaches its resource limit."""
+        user = user or await new_user(srv)
         resource = resource or f"conf{next(_resources)}"
         client = await cls.authenticated(srv, user)
         client.send(
@@ -118,6 +130,14 @@ class Client:
         bind = result.find(BIND + "bind")
         client.jid = (bind.findtext(BIND + "jid") if bind is not None else None) or ""
         return client
+
+    async def available(self, priority: int = 0) -> None:
+        """Initial presence (RFC 6121 4.2); returns once the server has reflected it back to this resource."""
+        self.send(f"<presence><priority>{priority}</priority></presence>")
+        while True:
+            el = await self.next()
+            if el.tag == CLIENT + "presence" and el.get("from") == self.jid:
+                return
 
     async def open(self, text: str = HEADER) -> Element:
         """Send a stream header and return the features that follow the server's header."""

@@ -341,11 +341,23 @@ class ServerStream:
         elif isinstance(result, Challenge):
             self._out.append(_sasl_el("challenge", result.data))
         elif isinstance(result, Success):
+            if not self._may_act_as(result.authzid, result.username):
+                # RFC 6120 6.3.8 / 6.5.6: an authorization identity other than the account itself
+                self._sasl_failure("invalid-authzid", "you may only act as your own account")
+                return
             self._mechanism = None
             self.username = result.username
             self._out.append(_sasl_el("success", result.data))
             self._events.append(ev.Authenticated(result.username))
             self._restart()
+
+    def _may_act_as(self, authzid: str | None, username: str) -> bool:
+        if not authzid or authzid == username:
+            return True
+        try:
+            return JID.parse(authzid) == JID.parse(f"{username}@{self.domain}")
+        except InvalidJID:
+            return False
 
     def _sasl_failure(self, condition: str, text: str | None) -> None:
         self._mechanism = None

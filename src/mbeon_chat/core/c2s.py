@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from mbeon_chat.core.context import ServerContext as Services
-from mbeon_chat.core.session import ResourceConflict, Session
+from mbeon_chat.core.session import ResourceConflict, Session, TooManyResources
 from mbeon_chat.stream import events as ev
 from mbeon_chat.stream.negotiation import ServerStream, State
 from mbeon_chat.xmpp.element import Element
@@ -303,7 +303,11 @@ class ClientConnection:
         iq_id = self.machine.pending_bind_id
         try:
             session, displaced = services.registry.bind(self, bare, event.resource)
-        except ResourceConflict:
+        except TooManyResources:  # RFC 6120 7.6.2.1
+            error = StanzaError(StanzaCondition.RESOURCE_CONSTRAINT, "too many resources")
+            self.machine.bind_failed(error, iq_id)
+            return
+        except ResourceConflict:  # 7.7.2.2, with the "refuse" conflict policy
             self.machine.bind_failed(StanzaError(StanzaCondition.CONFLICT), iq_id)
             return
         if displaced is not None:

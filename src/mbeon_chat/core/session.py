@@ -60,6 +60,10 @@ class ResourceConflict(Exception):
     pass
 
 
+class TooManyResources(ResourceConflict):
+    """The account has its maximum of bound resources (RFC 6120 7.6.2.1: <resource-constraint/>)."""
+
+
 class SessionRegistry:
     def __init__(self, conflict: ConflictPolicy = ConflictPolicy.REPLACE, max_resources: int = 10) -> None:
         self.conflict = conflict
@@ -83,7 +87,7 @@ class SessionRegistry:
                 self.unbind(displaced)
                 resources = self._by_bare.get(bare)
         if resources is not None and len(resources) >= self.max_resources:
-            raise ResourceConflict("too many resources")
+            raise TooManyResources("too many resources")
         if resource is None:
             resource = secrets.token_hex(6)
         session = Session(conn, bare.with_resource(resource))

@@ -77,3 +77,21 @@ async def test_stanzas_to_others_before_binding_close_the_stream(srv: RunningSer
     client = await Client.authenticated(srv, await new_user(srv))
     client.send("<message to='bob@localhost' type='chat'><body>before binding</body></message>")
     assert await client.stream_error() == "not-authorized"
+
+
+async def test_the_legacy_session_request_is_answered_only_as_a_session_request(srv: RunningServer) -> None:
+    """RFC 3921 3 (still offered as <optional/>): an iq set with <session/> to the server gets an empty
+    result; an iq *result* carrying <session/> is not a request and gets no answer."""
+    client = await Client.bound(srv)
+    reply = await client.ask(
+        "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+    )
+    assert (reply.get("type"), reply.get("id")) == ("result", "s1")
+    reply = await client.ask(
+        "<iq type='set' id='s2' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+    )
+    assert (reply.get("type"), reply.get("id")) == ("result", "s2")
+    client.send(
+        "<iq type='result' id='s3' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+    )
+    await client.silence(0.3)

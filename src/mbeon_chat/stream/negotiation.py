@@ -239,7 +239,12 @@ class ServerStream:
     def _on_element(self, el: Element, size: int) -> None:
         if self.state is State.ESTABLISHED:
             if el.tag in _STANZAS:
-                if el.tag == _IQ and el.find("{%s}session" % ns.SESSION) is not None:
+                if (
+                    el.tag == _IQ
+                    and el.get("type") == "set"
+                    and el.get("to") in (None, self.domain)
+                    and el.find("{%s}session" % ns.SESSION) is not None
+                ):  # RFC 3921 3: the legacy session request to the server; nothing to do but answer it
                     self.send_element(_iq_reply(el.get("id"), None))
                     return
                 self._events.append(ev.StanzaReceived(el, size))

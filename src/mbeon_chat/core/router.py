@@ -75,7 +75,10 @@ class Router:
             return
         reply = stanza.error_reply(error)
         if reply.from_ is None:
-            reply.set_from(self.host_jid)
+            # RFC 6120 10.3 and 8.1.2.1: a stanza without 'to' is handled for the sender's account, so its
+            # error comes from the account's bare JID; a malformed 'to' (removed) is the server's own answer.
+            own = stanza.to is None and error.condition is not StanzaCondition.JID_MALFORMED
+            reply.set_from(stanza.from_.bare if own else self.host_jid)
         try:
             await self._route(reply, None)
         except Exception:
@@ -100,9 +103,12 @@ class Router:
             if kind == "iq":
                 await self._dispatch_iq("account", stanza, origin, to)
                 return
+            stanza.set_to(to)  # 10.3.1: a message is handled as if addressed to the bare JID
         if to.domain == self.domain:
             if to.local is None:
                 if to.resource is not None and kind != "iq":
+                    if kind == "presence":
+                        return  # no such service here: ignored, like presence to the domain itself
                     raise StanzaError(SERVICE_UNAVAILABLE)
                 target = "host"
             elif to.resource is None:

@@ -45,7 +45,8 @@ async def test_an_offline_message_is_delivered_on_next_login_with_a_delay_stamp_
 ) -> None:
     async with im_server(tmp_path) as srv, online(srv, "alice") as (alice,):
         alice.send_message(mto=srv.jid("bob"), mbody="Are you there?", mtype="chat")
-        alice.send_message(mto=f"{srv.jid('bob')}/gone", mbody="Call me back.", mtype="normal")
+        # a chat message to a resource that is gone counts as sent to the bare JID (RFC 6121 8.5.3.2.1)
+        alice.send_message(mto=f"{srv.jid('bob')}/gone", mbody="Call me back.", mtype="chat")
         typing = alice.Message()
         typing["to"], typing["type"] = srv.jid("bob"), "chat"
         typing.append(ET.fromstring("<composing xmlns='http://jabber.org/protocol/chatstates'/>"))

@@ -174,27 +174,32 @@ class Router:
         return self._message_full_unknown(stanza, origin)
 
     async def _message_full_unknown(self, stanza: Stanza, origin: Session | None) -> bool:
-        if stanza.type == "groupchat":
+        """RFC 6121 8.5.3.2.1: no available resource with that full JID."""
+        type_ = stanza.type
+        if type_ == "chat":  # handled as if addressed to the bare JID: another resource, offline storage
+            await self.hooks.fire("message/bare", stanza, origin)
+        elif type_ == "headline" or type_ == "error":
+            pass  # silently ignored
+        else:  # normal (and unknown types, RFC 6121 5.2.2) and groupchat: an error to the sender
             raise StanzaError(SERVICE_UNAVAILABLE)
-        if stanza.type == "error":
-            return True
-        # RFC 6121 8.5.3.2.1: no such resource: treat as addressed to the bare JID.
-        await self.hooks.fire("message/bare", stanza, origin)
         return True
 
     async def _default_message_bare(self, stanza: Stanza, origin: Session | None) -> bool:
         to = stanza.to
         assert to is not None
+        # RFC 6121 8.5.2.1.1 and 8.5.2.2.1: groupchat is never delivered to an account, errors are ignored
+        if stanza.type == "groupchat":
+            raise StanzaError(SERVICE_UNAVAILABLE)
+        if stanza.type == "error":
+            return True
         targets = self.message_targets(to.bare, stanza.type)
         if targets:
             el = stanza.el
             for session in targets:
                 session.send(el)
             return True
-        if stanza.type in ("error", "headline"):
+        if stanza.type == "headline":
             return True
-        if stanza.type == "groupchat":
-            raise StanzaError(SERVICE_UNAVAILABLE)
         if await self.hooks.fire("message/offline", stanza, origin):
             return True
         raise StanzaError(SERVICE_UNAVAILABLE)

@@ -270,6 +270,9 @@ class ClientConnection:
             await self.services.router.reply_error(stanza, error)
             return
         stanza.set_from(session.jid)
+        if stanza.kind == "iq" and (problem := stanza.iq_problem()) is not None:
+            await self.services.router.reply_error(stanza, problem)
+            return
         hooks = self.services.hooks
         if hooks.has("stanza/in"):
             dropped = hooks.dispatch("stanza/in", stanza, session)

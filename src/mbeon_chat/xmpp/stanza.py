@@ -19,6 +19,7 @@ PRIORITY = "{%s}priority" % ns.CLIENT
 ERROR = "{%s}error" % ns.CLIENT
 
 KINDS = {MESSAGE: "message", PRESENCE: "presence", IQ: "iq"}
+IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 
 class Stanza:
@@ -46,10 +47,10 @@ class Stanza:
             raise ValueError(f"not a stanza: {el.tag}")
         attrs = el.attrs
         try:
-            to_s = attrs.get("to")
-            to = jid_from_str(to_s) if to_s else None
+            to_s = attrs.get("to")  # present but empty is malformed too (RFC 7622 3: no empty domainpart)
+            to = jid_from_str(to_s) if to_s is not None else None
             from_s = attrs.get("from")
-            from_ = jid_from_str(from_s) if from_s else None
+            from_ = jid_from_str(from_s) if from_s is not None else None
         except InvalidJID as exc:
             raise StanzaError(StanzaCondition.JID_MALFORMED, str(exc)) from exc
         return cls(el, kind, to, from_)
@@ -61,6 +62,14 @@ class Stanza:
 
     def __repr__(self) -> str:
         return f"<Stanza {self.kind} type={self.type} to={self.to} from={self.from_} id={self.id}>"
+
+    def iq_problem(self) -> StanzaError | None:
+        """RFC 6120 8.2.3: an iq has one of the four types, and a request has an 'id'; else <bad-request/>."""
+        if self.type not in IQ_TYPES:
+            return StanzaError(StanzaCondition.BAD_REQUEST, "an iq needs type get, set, result or error")
+        if self.id is None and self.type in ("get", "set"):
+            return StanzaError(StanzaCondition.BAD_REQUEST, "an iq request needs an 'id'")
+        return None
 
     def set_from(self, jid: JID) -> None:
         self.from_ = jid

@@ -32,7 +32,7 @@ async def test_the_response_header_names_the_server_and_declares_the_namespaces(
     assert attrs["from"] == "localhost"
     assert attrs["version"] == "1.0"
     assert attrs["{http://www.w3.org/XML/1998/namespace}lang"] == "en"
-    assert len(attrs["id"]) >= 16  # RFC 6120 4.7.3: unpredictable, at least 128 bits of entropy
+    assert len(attrs["id"]) >= 16  # RFC 6120 4.7.3: unique and unpredictable (random)
     assert "to" not in attrs
     client.close()
 

@@ -216,7 +216,7 @@ class ServerStream:
         self.send_element(self._features())
 
     def _check_to(self, to: str | None) -> str | None:
-        """Take the domain the client asked for (before our header, whose 'from' names it); or say what is wrong."""
+        """Take the domain the client asked for (our header's 'from' names it), or say what is wrong with it."""
         if to is None:
             return None
         try:

@@ -25,11 +25,12 @@ _CLOSE_TAG = "{%s}close" % ns.FRAMING
 
 
 def _utf8_only(what: str) -> StreamError:
-    return StreamError(StreamCondition.UNSUPPORTED_ENCODING, f"{what}: XMPP streams are UTF-8 (RFC 6120 11.6)")
+    text = f"{what}: XMPP streams are UTF-8 (RFC 6120 11.6)"
+    return StreamError(StreamCondition.UNSUPPORTED_ENCODING, text)
 
 
 def _check_head(head: bytes) -> None:
-    """Refuse UTF-16/32 by their first bytes: expat would detect and accept them despite the UTF-8 override."""
+    """Refuse UTF-16/32 by their first bytes (expat detects and accepts them despite the UTF-8 override)."""
     if head[:2] in (b"\xfe\xff", b"\xff\xfe") or b"\x00" in head[:4]:
         raise _utf8_only("not UTF-8")
 

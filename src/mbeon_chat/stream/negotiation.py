@@ -216,7 +216,7 @@ class ServerStream:
         self.send_element(self._features())
 
     def _check_to(self, to: str | None) -> str | None:
-        """Take the domain the client asked for (our header's 'from' names it), or say what is wrong with it."""
+        """Take the domain the client asked for (named by our header's 'from'), or say what is wrong."""
         if to is None:
             return None
         try:

@@ -129,6 +129,8 @@ class App:
         self.started_at = 0.0
         self.storage: Any = None
         self.http: Any = None
+        #: A mbeon_chat.cluster.node.ClusterNode when this App is one of several workers (server.workers).
+        self.cluster: Any = None
         self.stopped = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -148,6 +150,8 @@ class App:
         self._tls, self._tls_digest = self._load_tls(config)
         await self.plugins.load_all(config.plugins.enabled)
         self._policy = self._build_policy(config)
+        if self.cluster is not None:
+            await self.cluster.start()
         self.listeners.update(await self._open_listeners(config))
         await self._sync_http()
         await self.admin.start()
@@ -200,6 +204,8 @@ class App:
             await asyncio.wait(workers, timeout=grace)
         for session in list(self.registry):  # kept without a connection (XEP-0198): ended while plugins run
             await end_session(self.ctx, session, "server shutdown")
+        if self.cluster is not None:
+            await self.cluster.stop()
         async with self._reload_lock:
             await self.plugins.apply([], list(reversed(list(self.plugins.loaded))))
         if self.http is not None:
@@ -418,6 +424,7 @@ class App:
                         self.policy,
                         self._direct_tls_context if kind == "direct_tls" else self.tls_context,
                         kind == "direct_tls",
+                        reuse_port=config.server.workers > 1,
                     )
                 except OSError as exc:
                     raise ConfigError(

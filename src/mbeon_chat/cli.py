@@ -39,6 +39,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mbeon_chat.storage.migrate import SchemaOutOfDate
 
     config = _load(args)
+    if config.server.workers > 1:
+        from mbeon_chat.cluster.workers import serve_workers
+
+        return serve_workers(config, _config_path(args))
     try:
         import uvloop
 

@@ -42,6 +42,9 @@ class ServerSection:
     admins: tuple[str, ...] = live((), note="immediately")
     name: str = live("mbeon-chat", note="immediately")
     data_dir: str = restart("var")
+    #: Worker processes serving the same listeners (SO_REUSEPORT); they route to each other's sessions over
+    #: a local bus (mbeon_chat.cluster). 1: a single process.
+    workers: int = restart(1)
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,8 @@ def build_options(cls: Any, data: dict[str, Any], path: str) -> Any:
 
 
 def _validate(config: Config) -> None:
+    if not 1 <= config.server.workers <= 64:
+        raise ConfigError("server.workers: must be between 1 and 64")
     if config.auth.resource_conflict not in ("replace", "refuse", "rename"):
         raise ConfigError("auth.resource_conflict: must be one of replace, refuse, rename")
     if config.auth.scram_iterations < 4096:

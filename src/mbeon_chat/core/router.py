@@ -47,6 +47,9 @@ class Router:
         #: (target, type, payload tag) -> handler; target is "host" or "account".
         self.iq_handlers: dict[tuple[str, str, str], IqHandler] = {}
         self.components: dict[str, Component] = {}
+        #: Set by a cluster node (mbeon_chat.cluster): takes a stanza for a component homed on another node
+        #: and returns True when it sent it there.
+        self.forward: Callable[[Stanza, Session | None], bool] | None = None
         self.metrics: RouterMetrics | None = None
         for kind in ("message", "presence", "iq"):
             for target in ("host", "bare", "full"):
@@ -121,6 +124,8 @@ class Router:
             return
         component = self.components.get(to.domain)
         if component is not None:
+            if self.forward is not None and self.forward(stanza, origin):
+                return
             await component.handle(stanza, origin)
             return
         if kind == "presence":

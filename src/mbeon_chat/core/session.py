@@ -50,6 +50,16 @@ class Session:
         self.conn.close_stream(condition, text)
 
 
+class SessionDirectory(Protocol):
+    """Sessions bound elsewhere (other worker processes or servers; see mbeon_chat.cluster)."""
+
+    def get(self, full: JID) -> Session | None: ...
+
+    def resources(self, bare: JID) -> list[Session]: ...
+
+    def available(self, bare: JID) -> list[Session]: ...
+
+
 class ConflictPolicy(StrEnum):
     REPLACE = "replace"  # the older session is closed with <conflict/> (RFC 6120 7.7.2.2, Prosody's default)
     REFUSE = "refuse"  # the new bind fails with <conflict/>
@@ -72,6 +82,8 @@ class SessionRegistry:
         #: full JID -> session: routing to a full JID is one lookup, without building the bare JID
         self._by_full: dict[JID, Session] = {}
         self._count = 0
+        #: Sessions of the other nodes, consulted after this node's own (None: a single node).
+        self.remote: SessionDirectory | None = None
 
     def bind(self, conn: Connection, bare: JID, resource: str | None) -> tuple[Session, Session | None]:
         """Bind a resource; returns the new session and the one it displaced (already unregistered)."""
@@ -108,15 +120,30 @@ class SessionRegistry:
         return True
 
     def get(self, full: JID) -> Session | None:
+        if full.resource is None:
+            return None
+        session = self._by_full.get(full)
+        if session is None and self.remote is not None:
+            return self.remote.get(full)
+        return session
+
+    def get_local(self, full: JID) -> Session | None:
+        """A session bound on this node only."""
         return self._by_full.get(full) if full.resource is not None else None
 
     def resources(self, bare: JID) -> list[Session]:
         resources = self._by_bare.get(bare)
-        return list(resources.values()) if resources else []
+        found = list(resources.values()) if resources else []
+        if self.remote is not None:
+            found += self.remote.resources(bare)
+        return found
 
     def available(self, bare: JID) -> list[Session]:
         resources = self._by_bare.get(bare)
-        return [s for s in resources.values() if s.available] if resources else []
+        found = [s for s in resources.values() if s.available] if resources else []
+        if self.remote is not None:
+            found += self.remote.available(bare)
+        return found
 
     def __len__(self) -> int:
         return self._count

@@ -253,7 +253,10 @@ async def start_tcp_listener(
     policy: Callable[[], StreamPolicy],
     tls_context: Callable[[], ssl.SSLContext | None],
     direct_tls: bool,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
+    """``reuse_port``: several worker processes listen on the same address (SO_REUSEPORT); the kernel
+    spreads the connections over them."""
     loop = asyncio.get_running_loop()
 
     def factory() -> Any:
@@ -267,4 +270,6 @@ async def start_tcp_listener(
             raise RuntimeError("direct TLS needs a certificate")
         tls_context = lambda: listener_ctx  # noqa: E731
     # TLS, direct or after STARTTLS, is done by the protocol itself (see the module docstring).
-    return await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    return await loop.create_server(
+        factory, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
+    )

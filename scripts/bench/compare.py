@@ -183,8 +183,11 @@ class Server:
 
 
 class Mbeon(Server):
+    workers = 1
+    cpus = SERVER_CPU
+
     def config(self, archive: bool) -> Path:
-        path = self.work / ("mbeon-archive.toml" if archive else "mbeon.toml")
+        path = self.work / (f"{self.name}-archive.toml" if archive else f"{self.name}.toml")
         fill(
             PEERS / "mbeon.toml",
             path,
@@ -192,13 +195,13 @@ class Mbeon(Server):
                 "DATA_DIR": str(self.work / "var"),
                 "PORT": str(self.port),
                 "HTTP_PORT": str(self.port + 58),
-                "WORKERS": str(self.opts.workers),
+                "WORKERS": str(self.workers),
                 "CERT": str(self.opts.cert),
                 "KEY": str(self.opts.key),
             },
         )
         text = path.read_text()
-        if self.opts.workers <= 1 or not mbeon_has_workers():
+        if self.workers <= 1 or not mbeon_has_workers():
             text = "\n".join(line for line in text.splitlines() if not line.startswith("workers ="))
         if archive:
             text = text.replace('"muc"]', '"muc", "mam"]')
@@ -237,10 +240,24 @@ class Mbeon(Server):
 
     def start(self, archive: bool = False) -> None:
         config = self.config(archive)
-        cmd = ["taskset", "-c", SERVER_CPU, str(REPO / ".venv/bin/mbeon-chat"), "-c", str(config), "serve"]
+        cmd = ["taskset", "-c", self.cpus, str(REPO / ".venv/bin/mbeon-chat"), "-c", str(config), "serve"]
         self.proc = spawn(cmd, self.work / "server.log")
         boost(self.proc.pid, self.opts.nice)
         wait_port(self.port, proc=self.proc)
+        if self.workers > 1:
+            time.sleep(1.0)  # every worker listening, the bus connected
+
+
+class MbeonWorkers(Mbeon):
+    """mbeon-chat with server.workers = 2 on both cores (the generator shares core 0 with one of them):
+    not a like-for-like row, it shows what the second core adds. Same data directory and accounts."""
+
+    workers = 2
+    cpus = f"{LOADGEN_CPU},{SERVER_CPU}"
+
+    def prepare(self, users: int) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.cli(self.config(False), "migrate", capture_output=True)
 
 
 class Prosody(Server):
@@ -689,8 +706,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small counts and one repetition")
     p.add_argument("--idle", type=int, default=5000, help="connections held in the idle scenario")
     p.add_argument("--procs", type=int, default=2, help="load generator processes (all on core 0)")
-    p.add_argument("--workers", type=int, default=1, help="mbeon-chat server.workers")
-    p.add_argument("--archive-db", default="", help="mbeon-chat storage URL for the archive scenario")
+    p.add_argument(
+        "--archive-db",
+        default="",
+        help="mbeon-chat storage URL for the archive scenario (default: its SQLite database), e.g. "
+        "mysql+aiomysql://root@127.0.0.1/mbeon_bench (create the database first)",
+    )
     p.add_argument("--nice", type=int, default=-19, help="autogroup nice for the run (0: leave as is)")
     p.add_argument("--workdir", default="/tmp/mbeon-bench", help="kept between runs (accounts are reused)")
     p.add_argument("--no-install", action="store_true")
@@ -718,14 +739,15 @@ def main(argv: list[str] | None = None) -> int:
     opts.cert, opts.key, opts.combined = make_certs(work)
     users = max(opts.idle, 20 * 10, 2 * 20, 20) + 10
     opts.users = users
-    ports = {"mbeon": 15222, "prosody": 25222, "ejabberd": 35222}
-    classes = {"mbeon": Mbeon, "prosody": Prosody, "ejabberd": Ejabberd}
+    ports = {"mbeon": 15222, "mbeon-2w": 16222, "prosody": 25222, "ejabberd": 35222}
+    classes = {"mbeon": Mbeon, "mbeon-2w": MbeonWorkers, "prosody": Prosody, "ejabberd": Ejabberd}
     instances: dict[str, Server] = {}
     for name in servers:
         for port in (ports[name], ports[name] + 58):
             if not port_free(port):
                 raise SystemExit(f"port {port} (for {name}) is taken: stop what listens there first")
-        instances[name] = classes[name](name, ports[name], work / name, opts)
+        folder = work / ("mbeon" if name.startswith("mbeon") else name)  # the mbeon rows share accounts
+        instances[name] = classes[name](name, ports[name], folder, opts)
     info = machine_info()
     say("machine:", json.dumps(info))
     for s in instances.values():

@@ -158,6 +158,23 @@ class ClientConnection:
             self._log.warning("session.slow_reader", buffered=self.wire.write_buffer_size())
             self._close(StreamCondition.POLICY_VIOLATION, "too much unread data: the client does not keep up")
 
+    def write_serialized(self, data: bytes, tag: str) -> bool:
+        """Write a stanza that arrives already serialised for a client stream (a cluster bus payload).
+
+        Returns False, writing nothing, when this connection needs the element itself: an outbound stage
+        (XEP-0352), stream management (XEP-0198 keeps the elements) or WebSocket framing.
+        """
+        if self.outbound is not None or self.sm is not None or self._message_oriented:
+            return False
+        if self.closed:
+            return True
+        self.wire.write(data)
+        self.services.metrics.stanza_out(Element(tag))
+        if self.wire.write_buffer_size() > self._write_limit:
+            self._log.warning("session.slow_reader", buffered=self.wire.write_buffer_size())
+            self._close(StreamCondition.POLICY_VIOLATION, "too much unread data: the client does not keep up")
+        return True
+
     def write_nonza(self, el: Element) -> None:
         """Write a top-level element that is no stanza (XEP-0198 ``<r/>``, ``<a/>``) now, in stanza order."""
         if not self.closed:

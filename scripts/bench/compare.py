@@ -171,6 +171,10 @@ class Server:
                 STARTED.remove(self.proc)
             _record_pids()
             self.proc = None
+            # a VM may still be shutting down after its launcher exited: the next start needs the port
+            deadline = time.monotonic() + 30
+            while not port_free(self.port) and time.monotonic() < deadline:
+                time.sleep(0.2)
 
     def _provisioned_marker(self) -> Path:
         return self.work / "provisioned"
@@ -376,10 +380,21 @@ class Ejabberd(Server):
     def start(self, archive: bool = False) -> None:
         self.config(archive)
         etc, spool, logs = self._dirs()
+        # As the ejabberd user without su: su's PAM session would cut the open files limit to 1024, and
+        # the VM stops accepting connections at that. The soft limit is raised to the hard one first.
         cmd = [
             "taskset",
             "-c",
             SERVER_CPU,
+            "setpriv",
+            "--reuid=ejabberd",
+            "--regid=ejabberd",
+            "--init-groups",
+            "--",
+            "sh",
+            "-c",
+            'ulimit -n "$(ulimit -Hn)"; exec "$@"',
+            "sh",
             "ejabberdctl",
             "--config-dir",
             str(etc),
@@ -391,7 +406,8 @@ class Ejabberd(Server):
             self.node,
             "foreground",
         ]
-        self.proc = spawn(cmd, self.work / "stdout.log")
+        env = {**os.environ, "HOME": "/var/lib/ejabberd"}  # the Erlang cookie
+        self.proc = spawn(cmd, self.work / "stdout.log", env=env, cwd=spool)
         wait_port(self.port, proc=self.proc)
         wait_port(self.port + 58, proc=self.proc)
         for pid in proc_tree(self.proc.pid):
@@ -715,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nice", type=int, default=-19, help="autogroup nice for the run (0: leave as is)")
     p.add_argument("--workdir", default="/tmp/mbeon-bench", help="kept between runs (accounts are reused)")
     p.add_argument("--no-install", action="store_true")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print the table from the work directory's results.jsonl (every run recorded there) and exit",
+    )
     opts = p.parse_args(argv)
     if opts.quick:
         opts.reps = 1
@@ -723,6 +744,12 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in opts.scenarios.split(",") if s]
     work = Path(opts.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if opts.table_only:
+        recorded = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines() if line]
+        reps = max((r.get("rep", 0) for r in recorded), default=0) + 1
+        print(f"Medians of up to {reps} run(s) recorded in {work / 'results.jsonl'}\n")
+        print(table(recorded, servers, scenarios, {}))
+        return 0
 
     atexit.register(stop_all)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -780,6 +807,8 @@ def main(argv: list[str] | None = None) -> int:
                     server.start(archive=(sc == "archive"))
                     time.sleep(1.0)
                     result = run_loadgen(server, argv_sc + extra, opts, name)
+                except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
                 finally:
                     server.stop()
                 result.update(

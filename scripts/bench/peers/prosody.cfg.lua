@@ -1,4 +1,4 @@
--- Prosody 0.12 (Debian) under benchmark. compare.py fills in @DATA_DIR@, @PORT@, @CERT@, @KEY@, @EXTRA_MODULES@.
+-- Prosody 0.12 (Debian) under benchmark. compare.py fills in the @...@ placeholders below.
 -- Same ground as mbeon-chat: TLS required (STARTTLS, the same self-signed EC certificate), SCRAM-SHA-1
 -- credentials with 4096 iterations, log level warn, no rate limits (mod_limits not loaded), MUC on
 -- groups.localhost, no server-to-server.

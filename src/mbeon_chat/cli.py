@@ -82,7 +82,9 @@ async def _check_plugins(config: Config) -> None:
 
     registry = SessionRegistry()
     hooks = HookBus()
-    ctx = ServerContext(config.server.domain, config, Router(config.server.domain, registry, hooks), registry, hooks)
+    ctx = ServerContext(
+        config.server.domain, config, Router(config.server.domain, registry, hooks), registry, hooks
+    )
     host = PluginHost(ctx, [config.path(d) for d in config.plugins.site_dirs])
     host.check(config.plugins.enabled)
 
@@ -137,7 +139,9 @@ def _username(config: Config, raw: str) -> str:
     except InvalidJID as exc:
         raise ConfigError(f"invalid user name {raw!r}: {exc}") from None
     if jid.local is None or jid.resource is not None or jid.domain != config.server.domain:
-        raise ConfigError(f"invalid user name {raw!r}: give a name like alice or alice@{config.server.domain}")
+        raise ConfigError(
+            f"invalid user name {raw!r}: give a name like alice or alice@{config.server.domain}"
+        )
     return jid.local
 
 
@@ -190,7 +194,10 @@ def cmd_user(args: argparse.Namespace) -> int:
                 f"its conversation keys are destroyed, so its history is unreadable everywhere"
             )
     except AlreadyExists:
-        return _fail(f"user {args.name} already exists; use `mbeon-chat user passwd {args.name}` to change the password")
+        return _fail(
+            f"user {args.name} already exists; "
+            f"use `mbeon-chat user passwd {args.name}` to change the password"
+        )
     except NotFound:
         return _fail(f"no user {args.name}; create it with `mbeon-chat user add {args.name}`")
     except (AccountError, SchemaOutOfDate) as exc:
@@ -257,10 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(fn=cmd_plugins)
     plugins_sub = plugins.add_subparsers(dest="action", required=True)
     plugins_sub.add_parser("list", help="every plugin found, loaded or not")
-    plugins_sub.add_parser("load", help="load a plugin now (until restart or a config change)").add_argument("name")
-    plugins_sub.add_parser("unload", help="unload a plugin now (refused while others depend on it)").add_argument(
+    plugins_sub.add_parser("load", help="load a plugin now (until restart or a config change)").add_argument(
         "name"
     )
+    plugins_sub.add_parser(
+        "unload", help="unload a plugin now (refused while others depend on it)"
+    ).add_argument("name")
     sub.add_parser("status", help="show the running server's status").set_defaults(fn=cmd_status)
     return parser
 

@@ -132,9 +132,28 @@ class WebSection:
 @dataclass(frozen=True)
 class PluginsSection:
     enabled: tuple[str, ...] = live(
-        ("ping", "disco", "version", "roster", "presence", "offline", "register", "time", "adhoc",
-         "admin_commands", "muc", "counselling", "mam", "caps", "carbons", "blocking", "pep", "vcard",
-         "stream_management", "csi"),
+        (
+            "ping",
+            "disco",
+            "version",
+            "roster",
+            "presence",
+            "offline",
+            "register",
+            "time",
+            "adhoc",
+            "admin_commands",
+            "muc",
+            "counselling",
+            "mam",
+            "caps",
+            "carbons",
+            "blocking",
+            "pep",
+            "vcard",
+            "stream_management",
+            "csi",
+        ),
         note="plugins loaded/unloaded",
     )
     site_dirs: tuple[str, ...] = restart(("plugins",))

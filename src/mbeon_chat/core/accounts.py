@@ -46,7 +46,9 @@ class Accounts:
             raise AccountError(f"the password is not allowed: {exc}") from None
         loop = asyncio.get_running_loop()
         sha1 = loop.run_in_executor(self.pool, derive_scram_credentials, password, "sha1", self.iterations)
-        sha256 = loop.run_in_executor(self.pool, derive_scram_credentials, password, "sha256", self.iterations)
+        sha256 = loop.run_in_executor(
+            self.pool, derive_scram_credentials, password, "sha256", self.iterations
+        )
         return await sha1, await sha256
 
     async def create(self, username: str, password: str) -> None:

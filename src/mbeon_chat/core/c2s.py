@@ -86,7 +86,9 @@ class Wire(Protocol):
 
 
 class ClientConnection:
-    def __init__(self, services: Services, wire: Wire, machine: ServerStream, conn_id: str, remote: str) -> None:
+    def __init__(
+        self, services: Services, wire: Wire, machine: ServerStream, conn_id: str, remote: str
+    ) -> None:
         self.services = services
         self.wire = wire
         self.machine = machine
@@ -256,7 +258,9 @@ class ClientConnection:
             elif isinstance(event, ev.NonzaReceived):
                 handled = await self.services.hooks.fire("nonza/in", self, event.element)
                 if not handled:
-                    self.machine.close(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"unexpected <{event.element.local}/>")
+                    self.machine.close(
+                        StreamCondition.UNSUPPORTED_STANZA_TYPE, f"unexpected <{event.element.local}/>"
+                    )
                     self._flush()
                     return "unsupported element"
             elif isinstance(event, ev.StreamClosed):
@@ -303,7 +307,9 @@ class ClientConnection:
         creds = await self.services.accounts.credentials(event.username, event.mechanism)
         if event.mechanism == "PLAIN":
             loop = asyncio.get_running_loop()
-            events = await loop.run_in_executor(self.services.hash_pool, self.machine.provide_credentials, creds)
+            events = await loop.run_in_executor(
+                self.services.hash_pool, self.machine.provide_credentials, creds
+            )
         else:
             events = self.machine.provide_credentials(creds)
         await self._handle(events)
@@ -357,7 +363,9 @@ class ClientConnection:
         handler = self.services.preauth_iq
         if handler is None:  # registration was switched off meanwhile: answer rather than leave it hanging
             if el.get("type") in ("get", "set"):
-                self.machine.send_element(Stanza.unaddressed(el).error_reply(StanzaError(SERVICE_UNAVAILABLE)).el)
+                self.machine.send_element(
+                    Stanza.unaddressed(el).error_reply(StanzaError(SERVICE_UNAVAILABLE)).el
+                )
             return
         reply = await handler(el, self)
         if reply is not None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-Handler = Callable[..., "bool | None | Awaitable[bool | None]"]
+Handler = Callable[..., "bool | Awaitable[bool | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,4 @@ class HookBus:
 
     def fire_sync(self, event: str, *args: Any) -> bool:
         """Run a chain of synchronous handlers (used for pure decisions on the hot path)."""
-        for reg in self._chains.get(event, ()):
-            if reg.handler(*args):
-                return True
-        return False
+        return any(reg.handler(*args) for reg in self._chains.get(event, ()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -11,7 +12,7 @@ import structlog
 _FORBIDDEN = frozenset({"body", "text", "payload", "stanza", "xml", "password", "content"})
 
 
-def _strip_content(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _strip_content(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop fields that could carry message content or secrets, whatever a caller passed."""
     for key in _FORBIDDEN & event_dict.keys():
         event_dict[key] = "[redacted]"

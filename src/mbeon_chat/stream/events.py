@@ -69,7 +69,10 @@ class AuthFailed:
 
 @dataclass(frozen=True, slots=True)
 class BindRequested:
-    """Pick the full JID (honouring ``resource`` if free), then call ``bind_succeeded()``/``bind_failed()``."""
+    """Pick the full JID (honouring ``resource`` if free).
+
+    Then call ``bind_succeeded()`` or ``bind_failed()``.
+    """
 
     resource: str | None
 

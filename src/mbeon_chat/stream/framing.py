@@ -1,4 +1,6 @@
-"""How a stream is written on the wire: TCP (one XML document) or WebSocket (RFC 7395, one element per message).
+"""How a stream is written on the wire.
+
+TCP carries one XML document; WebSocket (RFC 7395) one element per message.
 
 The negotiation machine is the same for both; only the opening, closing and per-element serialisation differ.
 """

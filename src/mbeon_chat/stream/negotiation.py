@@ -206,7 +206,9 @@ class ServerStream:
         version = attrs.get("version")
         self._send_header(with_version=version is not None)  # 4.7.5: no version in reply to a 0.9 header
         if header.default_ns != ns.CLIENT:
-            raise StreamError(StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client")
+            raise StreamError(
+                StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client"
+            )
         if host_error:
             raise StreamError(StreamCondition.HOST_UNKNOWN, host_error)
         if version is None or not version.startswith("1."):
@@ -258,7 +260,9 @@ class ServerStream:
             elif self.state is State.EXPECT_HEADER:
                 raise StreamError(StreamCondition.NOT_WELL_FORMED, "expected a stream header")
             elif el.tag in _STANZAS:
-                raise StreamError(StreamCondition.NOT_AUTHORIZED, "stanzas need an authenticated, bound stream")
+                raise StreamError(
+                    StreamCondition.NOT_AUTHORIZED, "stanzas need an authenticated, bound stream"
+                )
             else:
                 raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"unexpected <{el.local}/>")
         handler(self, el)
@@ -342,7 +346,9 @@ class ServerStream:
             return
         if isinstance(result, NeedCredentials):
             self._attempted_user = result.username
-            self._events.append(ev.CredentialsNeeded(self._mechanism.name if self._mechanism else "", result.username))
+            self._events.append(
+                ev.CredentialsNeeded(self._mechanism.name if self._mechanism else "", result.username)
+            )
         elif isinstance(result, Challenge):
             self._out.append(_sasl_el("challenge", result.data))
         elif isinstance(result, Success):
@@ -389,7 +395,9 @@ class ServerStream:
             try:
                 JID(self.username, self.domain, None).with_resource(resource)
             except InvalidJID:
-                self.send_element(_iq_error(iq_id, StanzaError(StanzaCondition.BAD_REQUEST, "invalid resource")))
+                self.send_element(
+                    _iq_error(iq_id, StanzaError(StanzaCondition.BAD_REQUEST, "invalid resource"))
+                )
                 return
         self.state = State.BIND_PENDING
         self._pending_bind_id = iq_id
@@ -434,7 +442,9 @@ class ServerStream:
             return
         if self.username is None:
             raise StreamError(StreamCondition.NOT_AUTHORIZED, "authenticate first")
-        self.send_element(_iq_error(el.get("id"), StanzaError(StanzaCondition.NOT_ALLOWED, "bind a resource first")))
+        self.send_element(
+            _iq_error(el.get("id"), StanzaError(StanzaCondition.NOT_ALLOWED, "bind a resource first"))
+        )
 
     def _restart(self) -> None:
         self._restarts += 1

@@ -13,6 +13,7 @@ and nothing more, and a batch of stanzas is encrypted in one ``SSL_write``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import ssl
@@ -238,10 +239,8 @@ class TcpClientProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.flush()
             if self._tls is not None and not self._handshaking and not self.transport.is_closing():
-                try:
+                with contextlib.suppress(ssl.SSLError, ValueError):
                     self._tls.unwrap()  # queues our close_notify; the peer's is not waited for
-                except (ssl.SSLError, ValueError):
-                    pass
                 self._send_records()
             self.transport.close()
 

@@ -37,7 +37,9 @@ class Stanza:
         self.to = to
         self.from_ = from_
         attrs = el.attrs
-        self.type = attrs.get("type") or ("normal" if kind == "message" else "available" if kind == "presence" else "")
+        self.type = attrs.get("type") or (
+            "normal" if kind == "message" else "available" if kind == "presence" else ""
+        )
         self.id = attrs.get("id")
 
     @classmethod
@@ -121,7 +123,9 @@ class Stanza:
         return Stanza(Element(self.el.tag, attrs, children), self.kind, self.from_, self.to)
 
 
-def make_message(to: JID | str, body: str | None = None, type_: str = "chat", from_: JID | str | None = None) -> Element:
+def make_message(
+    to: JID | str, body: str | None = None, type_: str = "chat", from_: JID | str | None = None
+) -> Element:
     el = Element(MESSAGE, {"to": str(to), "type": type_})
     if from_ is not None:
         el.attrs["from"] = str(from_)
